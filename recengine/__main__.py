@@ -1,0 +1,3 @@
+from recengine.cli.main import main
+
+main()

@@ -1,0 +1,57 @@
+"""`recengine recipes list|show|validate`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.syntax import Syntax
+from rich.table import Table
+
+from recengine.cli._common import console, user_errors
+from recengine.model import count_parameters
+from recengine.plugins import load_registry
+from recengine.recipe import load_recipe, read_toml
+
+app = typer.Typer(help="List, show and validate recipes.", no_args_is_help=True)
+
+
+@app.command("list", epilog="Example: recengine recipes list --dir recipes")
+@user_errors
+def list_recipes(directory: Path = typer.Option(Path("recipes"), "--dir", help="Folder of recipe TOML files.")) -> None:
+    """List the recipes in a folder with their dataset and model."""
+    table = Table(title=f"Recipes in {directory}")
+    for column in ("recipe", "dataset", "model", "description"):
+        table.add_column(column)
+    for path in sorted(directory.glob("*.toml")):
+        data = read_toml(path)
+        table.add_row(path.name, data.get("dataset", {}).get("name", "?"), data.get("model", {}).get("name", "?"),
+                      data.get("run", {}).get("name", ""))
+    console.print(table)
+
+
+@app.command("show", epilog="Example: recengine recipes show recipes/quickstart.toml model.layers=4 --catalog-size 160054")
+@user_errors
+def show(
+    recipe: Path = typer.Argument(..., help="Recipe TOML file."),
+    overrides: Optional[list[str]] = typer.Argument(None, help="section.key=value overrides."),
+    catalog_size: Optional[int] = typer.Option(None, "--catalog-size", min=1, help="Count parameters for this many items instead of loading the data."),
+) -> None:
+    """Print the resolved recipe (every default filled in) and the model's exact parameter count."""
+    loaded = load_recipe(recipe, load_registry(), overrides or [])
+    console.print(Syntax(loaded.to_toml(), "toml"))
+    num_items = catalog_size or loaded.dataset.build().num_items
+    model = loaded.model.build(num_items=num_items)
+    console.print(f"parameters: {count_parameters(model):,} at a catalog of {num_items:,} items")
+
+
+@app.command("validate", epilog="Example: recengine recipes validate recipes/*.toml")
+@user_errors
+def validate(recipes: list[Path] = typer.Argument(..., help="Recipe TOML files."),
+             overrides: list[str] = typer.Option([], "--set", help="section.key=value override (repeatable).")) -> None:
+    """Check recipes against the installed plugins; every problem is listed, one per line."""
+    registry = load_registry()
+    for path in recipes:
+        load_recipe(path, registry, overrides)
+        console.print(f"{path}: ok")

@@ -1,0 +1,261 @@
+"""Typed TOML recipes, validated in two phases.
+
+1. Structure: the core sections (``run``, ``train``, ``eval``) and the plugin sections
+   (``dataset``, ``model``, ``precision``, ``compiler``, ``adapter``, ``profiler``,
+   ``[[monitors]]``), each plugin section naming its plugin with ``name``.
+2. Each plugin section's other keys against the options model of the plugin it names.
+
+Every problem is reported at once, one line each, as ``file: section.key: message``.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import tomli_w
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+
+from recengine.errors import UserError
+from recengine.plugins import Entry, Registry, unknown_name_message
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RunSection(Section):
+    name: str = Field("run", min_length=1, description="Run name; the run directory defaults to <output_dir>/<name>-<time>.")
+    seed: int = Field(0, ge=0, description="Seed for initialisation, data order and masking.")
+    output_dir: str = Field("runs", description="Where run directories are created.")
+    device: str = Field("auto", description="'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'.")
+
+
+class TrainSection(Section):
+    epochs: int = Field(20, ge=1, description="Maximum number of epochs.")
+    batch_size: int = Field(128, ge=1, description="Sequences per optimizer step.")
+    lr: float = Field(1e-3, gt=0, description="Peak learning rate of AdamW.")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (not applied to biases, norms and embeddings' padding).")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas.")
+    warmup_steps: int = Field(100, ge=0, description="Linear warm-up steps, then cosine decay to min_lr_ratio x lr.")
+    min_lr_ratio: float = Field(0.0, ge=0, le=1, description="Final learning rate as a share of lr.")
+    grad_clip: float = Field(1.0, gt=0, description="Maximum global gradient norm.")
+    mask_prob: float = Field(0.2, gt=0, lt=1, description="Share of items replaced by [MASK] in the cloze task.")
+    mask_last: bool = Field(True, description="Always mask the last item of a training window (the next-item task).")
+    window: Literal["random", "last"] = Field("random", description="Which max_len window of a long history to train on each epoch.")
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="Label smoothing of the cross-entropy.")
+    patience: int = Field(5, ge=1, description="Stop after this many validations without a better validation metric.")
+    eval_every_epochs: int = Field(1, ge=1, description="Validate every N epochs.")
+    checkpoint_every_steps: int = Field(0, ge=0, description="Also checkpoint every N steps within an epoch (0: at validation only).")
+    keep_last: int = Field(2, ge=1, description="Checkpoints to keep besides the best one.")
+    log_every_steps: int = Field(10, ge=1, description="Send loss and learning rate to the monitors every N steps.")
+
+
+class EvalSection(Section):
+    ks: list[int] = Field([1, 5, 10, 20], min_length=1, description="Cut-offs for HR@K and NDCG@K.")
+    metric: str = Field("ndcg@10", description="Validation metric for early stopping and the best checkpoint.")
+    exclude_history: bool = Field(True, description="Exclude items already in the user's history from the ranking.")
+    batch_size: int = Field(1024, ge=1, description="Users per evaluation batch (results do not depend on it).")
+    valid_users: int = Field(0, ge=0, description="Validate during training on a fixed random subset of this many users (0: all).")
+
+    @field_validator("ks")
+    @classmethod
+    def _ks_positive(cls, ks: list[int]) -> list[int]:
+        if any(k < 1 for k in ks):
+            raise ValueError("every K must be >= 1")
+        return ks
+
+    @field_validator("metric")
+    @classmethod
+    def _metric_known(cls, metric: str, info: ValidationInfo) -> str:
+        allowed = {"mrr"} | {f"{m}@{k}" for k in info.data.get("ks", []) for m in ("hr", "ndcg")}
+        if metric not in allowed:
+            raise ValueError(f"'{metric}' is not computed; choose one of {', '.join(sorted(allowed))}")
+        return metric
+
+
+class PluginSection(BaseModel):
+    """A plugin section in phase 1: its ``name``; the other keys are the plugin's options."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+
+
+# kind -> (recipe key, default plugin name or None when required)
+PLUGIN_SECTIONS: dict[str, tuple[str, str | None]] = {
+    "dataset": ("dataset", None),
+    "model": ("model", None),
+    "precision": ("precision", "fp32"),
+    "compiler": ("compiler", "eager"),
+    "adapter": ("adapter", "none"),
+    "profiler": ("profiler", "none"),
+}
+
+
+@dataclass
+class Choice:
+    """A plugin chosen by the recipe, with its validated options."""
+
+    entry: Entry
+    options: BaseModel
+
+    @property
+    def name(self) -> str:
+        return self.entry.name
+
+    def build(self, **runtime: Any) -> Any:
+        return self.entry.factory(self.options, **runtime)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.entry.name, **self.options.model_dump(mode="json")}
+
+
+@dataclass
+class Recipe:
+    run: RunSection
+    train: TrainSection
+    eval: EvalSection
+    dataset: Choice
+    model: Choice
+    precision: Choice
+    compiler: Choice
+    adapter: Choice
+    profiler: Choice
+    monitors: list[Choice] = field(default_factory=list)
+    source: str = "<recipe>"
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "run": self.run.model_dump(mode="json"),
+            "train": self.train.model_dump(mode="json"),
+            "eval": self.eval.model_dump(mode="json"),
+        }
+        for kind in PLUGIN_SECTIONS:
+            out[kind] = getattr(self, kind).to_dict()
+        out["monitors"] = [m.to_dict() for m in self.monitors]
+        return out
+
+    def to_toml(self) -> str:
+        return tomli_w.dumps(_drop_none(self.to_dict()))
+
+
+def _drop_none(value: Any) -> Any:
+    # TOML has no null: an unset optional is simply left out (it reloads as its default).
+    if isinstance(value, dict):
+        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_drop_none(v) for v in value]
+    return value
+
+
+def _loc(loc: tuple) -> str:
+    return ".".join(str(part) for part in loc)
+
+
+def _error_lines(source: str, prefix: tuple, err: ValidationError) -> list[str]:
+    lines = []
+    for e in err.errors():
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif e["type"] == "missing":
+            msg = "required key is missing"
+        lines.append(f"{source}: {_loc(prefix + tuple(e['loc']))}: {msg}")
+    return lines
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: recipe not found (is the path right? `recengine recipes list` shows the bundled ones)")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a text file (expected a TOML recipe)") from None
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``train.lr=3e-4`` -> (["train", "lr"], 0.0003). Values are TOML; bare words are strings."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise UserError(f"override '{text}': expected section.key=value, for example train.lr=3e-4")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return key.strip().split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for text in overrides:
+        path, value = parse_override(text)
+        node: Any = data
+        for part in path[:-1]:
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise UserError(f"override '{text}': '{part}' is not an index of that list")
+                node = node[int(part)]
+            else:
+                node = node.setdefault(part, {})
+            if not isinstance(node, (dict, list)):
+                raise UserError(f"override '{text}': '{part}' is a value, not a section")
+        if isinstance(node, list):
+            raise UserError(f"override '{text}': cannot set a whole list entry; name a key inside it")
+        node[path[-1]] = value
+    return data
+
+
+CORE_SECTIONS: dict[str, type[Section]] = {"run": RunSection, "train": TrainSection, "eval": EvalSection}
+
+
+def resolve(data: dict[str, Any], registry: Registry, source: str = "<recipe>") -> Recipe:
+    """Validate recipe data in two phases; raise one UserError listing every problem.
+
+    Each section is checked on its own, so a mistake in one never hides a mistake in another.
+    """
+    errors: list[str] = []
+    known = set(CORE_SECTIONS) | {key for key, _ in PLUGIN_SECTIONS.values()} | {"monitors"}
+    errors += [f"{source}: {key}: unknown section (sections: {', '.join(sorted(known))})" for key in data if key not in known]
+
+    def validate(model: type[BaseModel], value: Any, path: tuple) -> Any:
+        try:
+            return model.model_validate(value)
+        except ValidationError as err:
+            errors.extend(_error_lines(source, path, err))
+            return None
+
+    def choose(kind: str, value: Any, path: tuple) -> Choice | None:
+        section = validate(PluginSection, value, path)
+        if section is None:
+            return None
+        if section.name not in registry.entries[kind]:
+            errors.append(f"{source}: {_loc(path + ('name',))}: {unknown_name_message(kind, section.name, registry.names(kind))}")
+            return None
+        entry = registry.entries[kind][section.name]
+        options = validate(entry.options, section.model_extra or {}, path)
+        return Choice(entry, options) if options is not None else None
+
+    core = {key: validate(model, data.get(key, {}), (key,)) for key, model in CORE_SECTIONS.items()}
+    chosen = {}
+    for kind, (key, default) in PLUGIN_SECTIONS.items():
+        if key not in data and default is None:
+            errors.append(f"{source}: {key}: required section is missing (it needs at least name = \"...\")")
+            continue
+        chosen[kind] = choose(kind, data.get(key, {"name": default}), (key,))
+    monitors = data.get("monitors", [])
+    if not isinstance(monitors, list):
+        errors.append(f"{source}: monitors: expected a list of tables ([[monitors]])")
+        monitors = []
+    chosen_monitors = [choose("monitor", m, ("monitors", i)) for i, m in enumerate(monitors)]
+    if errors:
+        raise UserError("\n".join(errors))
+    return Recipe(monitors=chosen_monitors, source=source, **core, **chosen)  # type: ignore[arg-type]
+
+
+def load_recipe(path: str | Path, registry: Registry, overrides: list[str] = ()) -> Recipe:
+    data = apply_overrides(read_toml(path), list(overrides))
+    return resolve(data, registry, source=str(path))

@@ -1,0 +1,238 @@
+"""Training, top to bottom: build the components, loop, validate, checkpoint, evaluate.
+
+Every feature is a plugin object that is a no-op when off (fp32 precision has a disabled
+GradScaler, the eager compiler returns its function, the `none` profiler does nothing),
+so the loop below never branches on a feature.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+
+from recengine import checkpoint
+from recengine.components import Monitors
+from recengine.data.batching import ClozeBatches
+from recengine.data.sequences import Dataset
+from recengine.data.split import EvalSet, LeaveOneOut, leave_one_out
+from recengine.errors import UserError
+from recengine.evaluate import evaluate, model_scorer, popularity_scorer
+from recengine.loss import masked_cross_entropy
+from recengine.model import count_parameters
+from recengine.progress import progress_bar
+from recengine.recipe import Recipe
+from recengine.runs import RunDir
+from recengine.schedule import warmup_cosine
+
+
+@dataclass
+class LoopState:
+    epoch: int = 0  # epochs completed
+    batch: int = 0  # batches done in the current epoch
+    step: int = 0  # optimizer steps done
+    best_metric: float = float("-inf")
+    best_epoch: int = 0
+    bad_validations: int = 0
+    finished: bool = False
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"run.device: '{name}' asked for, but no CUDA device is available; use run.device=\"cpu\"")
+    return torch.device(name)
+
+
+def build_model(recipe: Recipe, num_items: int):
+    """The model as the recipe describes it, with its adapter applied: (model, adapter)."""
+    model = recipe.model.build(num_items=num_items)
+    adapter = recipe.adapter.build()
+    return adapter.adapt(model), adapter
+
+
+def load_data(recipe: Recipe) -> tuple[Dataset, LeaveOneOut]:
+    dataset = recipe.dataset.build()
+    return dataset, leave_one_out(dataset.sequences)
+
+
+def validation_subset(valid: EvalSet, users: int, seed: int) -> EvalSet:
+    if users == 0 or users >= len(valid):
+        return valid
+    rows = np.sort(np.random.default_rng(seed).choice(len(valid), size=users, replace=False))
+    return valid.subset(rows)
+
+
+def adamw(model: torch.nn.Module, lr: float, weight_decay: float, betas, device: torch.device) -> torch.optim.AdamW:
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},  # biases and norms
+    ]
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=device.type == "cuda")
+
+
+def save_checkpoint(run: RunDir, model, adapter, optimizer, state: LoopState, keep_last: int, best: bool) -> None:
+    optim_tensors, optim_meta = checkpoint.optimizer_to_tensors(optimizer)
+    rng = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state()
+    name = f"step-{state.step:08d}"
+    checkpoint.save(
+        run.checkpoints,
+        name,
+        {"model.safetensors": adapter.trainable_state(model), "optimizer.safetensors": optim_tensors, "rng.safetensors": rng},
+        {"loop": dataclasses.asdict(state), "optimizer": optim_meta},
+    )
+    checkpoint.set_pointer(run.checkpoints, "latest", name)
+    if best:
+        checkpoint.set_pointer(run.checkpoints, "best", name)
+    best_path = checkpoint.read_pointer(run.checkpoints, "best")
+    checkpoint.prune(run.checkpoints, keep_last, protect={best_path.name} if best_path else set())
+
+
+def load_weights(run: RunDir, model, adapter, which: str = "best") -> Path:
+    path = run.checkpoint(which)
+    checkpoint.verify(path)
+    checkpoint.load_into_model(model, checkpoint.load_tensors(path, "model.safetensors"), path, adapter.trainable_state(model).keys())
+    return path
+
+
+def resume_state(run: RunDir, model, adapter, optimizer) -> LoopState:
+    path = load_weights(run, model, adapter, "latest")
+    saved = checkpoint.load_state(path)
+    checkpoint.optimizer_from_tensors(optimizer, checkpoint.load_tensors(path, "optimizer.safetensors"), saved["optimizer"])
+    rng = checkpoint.load_tensors(path, "rng.safetensors")
+    torch.set_rng_state(rng["torch"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state(rng["cuda"])
+    return LoopState(**saved["loop"])
+
+
+def train(recipe: Recipe, run: RunDir, resume: bool = False, console: Console | None = None) -> dict[str, Any]:
+    console = console or Console(stderr=True)
+    cfg, ev = recipe.train, recipe.eval
+    torch.manual_seed(recipe.run.seed)
+    device = resolve_device(recipe.run.device)
+    dataset, split = load_data(recipe)
+    run.write_json(run.data, {"num_items": dataset.num_items, "item_ids": dataset.item_ids})
+    model, adapter = build_model(recipe, dataset.num_items)
+    model.to(device)
+    optimizer = adamw(model, cfg.lr, cfg.weight_decay, cfg.betas, device)
+    state = resume_state(run, model, adapter, optimizer) if resume else LoopState()
+
+    precision = recipe.precision.build(device=device)
+    compile_fn = recipe.compiler.build()
+    loss_fn = compile_fn(lambda inputs, labels: masked_cross_entropy(model, model.encode(inputs), labels, cfg.label_smoothing))
+    scorer = compile_fn(model_scorer(model))
+    batches = ClozeBatches(split.train, model.max_len, cfg.batch_size, cfg.mask_prob, cfg.mask_last, cfg.window, recipe.run.seed, device)
+    valid = validation_subset(split.valid, ev.valid_users, recipe.run.seed)
+    monitors = Monitors([m.build(log_dir=run.tensorboard) for m in recipe.monitors])
+    profiler = recipe.profiler.build(out_dir=run.profile)
+    total_steps = cfg.epochs * len(batches)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    console.print(
+        f"[bold]{recipe.run.name}[/]: {count_parameters(model):,} parameters ({count_parameters(model, True):,} trainable), "
+        f"{dataset.num_items:,} items, {split.train.num_users:,} training sequences, device {device}"
+    )
+
+    def validate() -> dict[str, float]:
+        model.eval()
+        with precision.autocast():
+            metrics = evaluate(scorer, valid, model.max_len, model.mask_token, tuple(ev.ks), ev.exclude_history, ev.batch_size, device)
+        model.train()
+        return metrics
+
+    model.train()
+    with profiler, progress_bar("samples", console) as progress:
+        task = progress.add_task("train", total=total_steps * cfg.batch_size, completed=state.step * cfg.batch_size)
+        while state.epoch < cfg.epochs and not state.finished:
+            progress.update(task, description=f"epoch {state.epoch + 1}/{cfg.epochs}")
+            for batch in batches.epoch(state.epoch, start_batch=state.batch):
+                lr = warmup_cosine(state.step, cfg.lr, cfg.warmup_steps, total_steps, cfg.min_lr_ratio)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                with precision.autocast():
+                    loss = loss_fn(batch.inputs, batch.labels)
+                optimizer.zero_grad(set_to_none=True)
+                precision.scaler.scale(loss).backward()
+                precision.scaler.unscale_(optimizer)
+                grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
+                precision.scaler.step(optimizer)
+                precision.scaler.update()
+                profiler.step()
+                state.step, state.batch = state.step + 1, state.batch + 1
+                progress.advance(task, len(batch))
+                if state.step % cfg.log_every_steps == 0:
+                    monitors.log_scalars(state.step, {"train/loss": loss.item(), "train/lr": lr, "train/grad_norm": grad_norm.item(),
+                                                      "train/samples_per_s": progress.tasks[task].speed or 0.0})
+                if cfg.checkpoint_every_steps and state.step % cfg.checkpoint_every_steps == 0:
+                    save_checkpoint(run, model, adapter, optimizer, state, cfg.keep_last, best=False)
+            state.epoch, state.batch = state.epoch + 1, 0
+            if state.epoch % cfg.eval_every_epochs and state.epoch < cfg.epochs:
+                continue
+            metrics = validate()
+            improved = metrics[ev.metric] > state.best_metric
+            if improved:
+                state.best_metric, state.best_epoch, state.bad_validations = metrics[ev.metric], state.epoch, 0
+            else:
+                state.bad_validations += 1
+            state.finished = state.bad_validations >= cfg.patience
+            monitors.log_scalars(state.step, {f"valid/{k}": v for k, v in metrics.items()})
+            run.append_metrics({"split": "valid", "epoch": state.epoch, "step": state.step, **metrics})
+            progress.console.print(f"epoch {state.epoch}: valid {ev.metric} {metrics[ev.metric]:.4f}" + (" (best)" if improved else ""))
+            save_checkpoint(run, model, adapter, optimizer, state, cfg.keep_last, best=improved)
+
+    results = final_evaluation(recipe, run, model, adapter, dataset, split, precision, device, console)
+    results["best_epoch"], results["epochs_run"] = state.best_epoch, state.epoch
+    run.write_json(run.results, results)
+    monitors.log_hparams(hparams(recipe), {f"hparam/test_{k}": v for k, v in results["test"]["model"].items()})
+    monitors.close()
+    return results
+
+
+def final_evaluation(recipe, run, model, adapter, dataset, split, precision, device, console) -> dict[str, Any]:
+    """Evaluate the best checkpoint and the popularity baseline on the validation and test splits."""
+    load_weights(run, model, adapter, "best")
+    model.eval()
+    results = evaluate_splits(recipe, model, split, ["valid", "test"], precision, device, console)
+    for name in ("valid", "test"):
+        run.append_metrics({"split": name, "final": True, **results[name]["model"]})
+    return results
+
+
+def evaluate_splits(recipe: Recipe, model, data: LeaveOneOut, splits: list[str], precision, device, console) -> dict[str, Any]:
+    """Model and popularity-baseline metrics on each named split (``valid``/``test``)."""
+    ev = recipe.eval
+    popularity = popularity_scorer(data.train.item_counts(), device)
+    scorer = model_scorer(model)
+    kw = dict(max_len=model.max_len, mask_token=model.mask_token, ks=tuple(ev.ks), exclude_history=ev.exclude_history,
+              batch_size=ev.batch_size, device=device)
+    out: dict[str, Any] = {"protocol": f"full ranking, leave-one-out, exclude_history={ev.exclude_history}"}
+    with progress_bar("users", console) as progress:
+        for name in splits:
+            eval_set = getattr(data, name)
+            task = progress.add_task(f"evaluate {name}", total=len(eval_set))
+            started = time.perf_counter()
+            with precision.autocast():
+                model_metrics = evaluate(scorer, eval_set, **kw, on_batch=lambda n: progress.advance(task, n))
+            out[name] = {"model": model_metrics, "popularity": evaluate(popularity, eval_set, **kw),
+                         "users": len(eval_set), "seconds": time.perf_counter() - started}
+    return out
+
+
+def hparams(recipe: Recipe) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for section, values in recipe.to_dict().items():
+        if isinstance(values, dict):
+            for key, value in values.items():
+                flat[f"{section}.{key}"] = value if isinstance(value, (int, float, str, bool)) else json.dumps(value)
+    return flat
