@@ -12,7 +12,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -80,6 +80,29 @@ def adamw(model: torch.nn.Module, lr: float, weight_decay: float, betas, device:
     return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=device.type == "cuda")
 
 
+class TrainStep:
+    """One optimizer step: forward + loss under the precision's autocast, backward through
+    its scaler, clipping, the step. Built once; shared by `train` and `recengine bench`."""
+
+    def __init__(self, model, optimizer, precision, compiler, train_cfg):
+        self.model, self.optimizer, self.precision, self.cfg = model, optimizer, precision, train_cfg
+        self.trainable = [p for p in model.parameters() if p.requires_grad]
+        self.loss_fn = compiler(lambda inputs, labels: masked_cross_entropy(model, model.encode(inputs), labels, train_cfg.label_smoothing))
+
+    def __call__(self, batch, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        with self.precision.autocast():
+            loss = self.loss_fn(batch.inputs, batch.labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.precision.scaler.scale(loss).backward()
+        self.precision.scaler.unscale_(self.optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, self.cfg.grad_clip)
+        self.precision.scaler.step(self.optimizer)
+        self.precision.scaler.update()
+        return loss.detach(), grad_norm
+
+
 def save_checkpoint(run: RunDir, model, adapter, optimizer, state: LoopState, keep_last: int, best: bool) -> None:
     optim_tensors, optim_meta = checkpoint.optimizer_to_tensors(optimizer)
     rng = {"torch": torch.get_rng_state()}
@@ -117,7 +140,10 @@ def resume_state(run: RunDir, model, adapter, optimizer) -> LoopState:
     return LoopState(**saved["loop"])
 
 
-def train(recipe: Recipe, run: RunDir, resume: bool = False, console: Console | None = None) -> dict[str, Any]:
+def train(recipe: Recipe, run: RunDir, resume: bool = False, console: Console | None = None,
+          on_validation: Callable[[int, dict[str, float]], None] = lambda epoch, metrics: None) -> dict[str, Any]:
+    """Train ``recipe`` into ``run``. ``on_validation(epoch, metrics)`` is called after every
+    validation (a tuner uses it to prune); an exception raised there stops training."""
     console = console or Console(stderr=True)
     cfg, ev = recipe.train, recipe.eval
     torch.manual_seed(recipe.run.seed)
@@ -130,15 +156,14 @@ def train(recipe: Recipe, run: RunDir, resume: bool = False, console: Console | 
     state = resume_state(run, model, adapter, optimizer) if resume else LoopState()
 
     precision = recipe.precision.build(device=device)
-    compile_fn = recipe.compiler.build()
-    loss_fn = compile_fn(lambda inputs, labels: masked_cross_entropy(model, model.encode(inputs), labels, cfg.label_smoothing))
-    scorer = compile_fn(model_scorer(model))
+    compiler = recipe.compiler.build()
+    train_step = TrainStep(model, optimizer, precision, compiler, cfg)
+    scorer = compiler(model_scorer(model))
     batches = ClozeBatches(split.train, model.max_len, cfg.batch_size, cfg.mask_prob, cfg.mask_last, cfg.window, recipe.run.seed, device)
     valid = validation_subset(split.valid, ev.valid_users, recipe.run.seed)
     monitors = Monitors([m.build(log_dir=run.tensorboard) for m in recipe.monitors])
     profiler = recipe.profiler.build(out_dir=run.profile)
     total_steps = cfg.epochs * len(batches)
-    trainable = [p for p in model.parameters() if p.requires_grad]
     console.print(
         f"[bold]{recipe.run.name}[/]: {count_parameters(model):,} parameters ({count_parameters(model, True):,} trainable), "
         f"{dataset.num_items:,} items, {split.train.num_users:,} training sequences, device {device}"
@@ -158,16 +183,7 @@ def train(recipe: Recipe, run: RunDir, resume: bool = False, console: Console | 
             progress.update(task, description=f"epoch {state.epoch + 1}/{cfg.epochs}")
             for batch in batches.epoch(state.epoch, start_batch=state.batch):
                 lr = warmup_cosine(state.step, cfg.lr, cfg.warmup_steps, total_steps, cfg.min_lr_ratio)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                with precision.autocast():
-                    loss = loss_fn(batch.inputs, batch.labels)
-                optimizer.zero_grad(set_to_none=True)
-                precision.scaler.scale(loss).backward()
-                precision.scaler.unscale_(optimizer)
-                grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
-                precision.scaler.step(optimizer)
-                precision.scaler.update()
+                loss, grad_norm = train_step(batch, lr)
                 profiler.step()
                 state.step, state.batch = state.step + 1, state.batch + 1
                 progress.advance(task, len(batch))
@@ -190,6 +206,7 @@ def train(recipe: Recipe, run: RunDir, resume: bool = False, console: Console | 
             run.append_metrics({"split": "valid", "epoch": state.epoch, "step": state.step, **metrics})
             progress.console.print(f"epoch {state.epoch}: valid {ev.metric} {metrics[ev.metric]:.4f}" + (" (best)" if improved else ""))
             save_checkpoint(run, model, adapter, optimizer, state, cfg.keep_last, best=improved)
+            on_validation(state.epoch, metrics)
 
     results = final_evaluation(recipe, run, model, adapter, dataset, split, precision, device, console)
     results["best_epoch"], results["epochs_run"] = state.best_epoch, state.epoch
