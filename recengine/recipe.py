@@ -1,6 +1,6 @@
 """Typed TOML recipes, validated in two phases.
 
-1. Structure: the core sections (``run``, ``train``, ``eval``) and the plugin sections
+1. Structure: the core sections (``run``, ``train``, ``eval``, ``init``) and the plugin sections
    (``dataset``, ``model``, ``precision``, ``compiler``, ``adapter``, ``profiler``,
    ``[[monitors]]``), each plugin section naming its plugin with ``name``.
 2. Each plugin section's other keys against the options model of the plugin it names.
@@ -76,6 +76,12 @@ class EvalSection(Section):
         return metric
 
 
+class InitSection(Section):
+    from_run: str | None = Field(None, description="Fine-tune: start from this run's best checkpoint (e.g. \"runs/base-...\"); "
+                                                  "with an adapter only the adapter trains and checkpoints hold it alone.")
+    train_output: bool = Field(False, description="With from_run and an adapter: also train the output layer (untied models).")
+
+
 class PluginSection(BaseModel):
     """A plugin section in phase 1: its ``name``; the other keys are the plugin's options."""
 
@@ -125,12 +131,14 @@ class Recipe:
     profiler: Choice
     monitors: list[Choice] = field(default_factory=list)
     source: str = "<recipe>"
+    init: InitSection = field(default_factory=InitSection)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "run": self.run.model_dump(mode="json"),
             "train": self.train.model_dump(mode="json"),
             "eval": self.eval.model_dump(mode="json"),
+            "init": self.init.model_dump(mode="json"),
         }
         for kind in PLUGIN_SECTIONS:
             out[kind] = getattr(self, kind).to_dict()
@@ -209,7 +217,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
-CORE_SECTIONS: dict[str, type[Section]] = {"run": RunSection, "train": TrainSection, "eval": EvalSection}
+CORE_SECTIONS: dict[str, type[Section]] = {"run": RunSection, "train": TrainSection, "eval": EvalSection, "init": InitSection}
 
 
 def resolve(data: dict[str, Any], registry: Registry, source: str = "<recipe>") -> Recipe:

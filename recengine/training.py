@@ -25,6 +25,7 @@ from recengine.data.sequences import Dataset
 from recengine.data.split import EvalSet, LeaveOneOut, leave_one_out
 from recengine.errors import UserError
 from recengine.evaluate import evaluate, model_scorer, popularity_scorer
+from recengine.finetune import init_from_run, train_output_layer
 from recengine.loss import masked_cross_entropy
 from recengine.model import count_parameters
 from recengine.progress import progress_bar
@@ -52,11 +53,18 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build_model(recipe: Recipe, num_items: int):
-    """The model as the recipe describes it, with its adapter applied: (model, adapter)."""
+def build_model(recipe: Recipe, num_items: int, run: RunDir | None = None):
+    """The model as the recipe describes it, with its adapter applied: (model, adapter).
+
+    With ``[init] from_run`` the base run's weights are loaded before the adapter wraps the
+    model (and, given ``run``, checked against the base reference it recorded)."""
     model = recipe.model.build(num_items=num_items)
+    init_from_run(model, recipe.init, run)
     adapter = recipe.adapter.build()
-    return adapter.adapt(model), adapter
+    model = adapter.adapt(model)
+    if recipe.init.train_output:
+        train_output_layer(model)
+    return model, adapter
 
 
 def load_data(recipe: Recipe) -> tuple[Dataset, LeaveOneOut]:
@@ -150,7 +158,7 @@ def train(recipe: Recipe, run: RunDir, resume: bool = False, console: Console | 
     device = resolve_device(recipe.run.device)
     dataset, split = load_data(recipe)
     run.write_json(run.data, {"num_items": dataset.num_items, "item_ids": dataset.item_ids})
-    model, adapter = build_model(recipe, dataset.num_items)
+    model, adapter = build_model(recipe, dataset.num_items, run)
     model.to(device)
     optimizer = adamw(model, cfg.lr, cfg.weight_decay, cfg.betas, device)
     state = resume_state(run, model, adapter, optimizer) if resume else LoopState()
@@ -165,7 +173,8 @@ def train(recipe: Recipe, run: RunDir, resume: bool = False, console: Console | 
     profiler = recipe.profiler.build(out_dir=run.profile)
     total_steps = cfg.epochs * len(batches)
     console.print(
-        f"[bold]{recipe.run.name}[/]: {count_parameters(model):,} parameters ({count_parameters(model, True):,} trainable), "
+        f"[bold]{recipe.run.name}[/]: {count_parameters(model):,} parameters ({count_parameters(model, True):,} trainable, "
+        f"{count_parameters(model, True) / count_parameters(model):.2%}), "
         f"{dataset.num_items:,} items, {split.train.num_users:,} training sequences, device {device}"
     )
 
