@@ -138,3 +138,22 @@ def test_an_adapted_run_cannot_be_a_base(tmp_path, base_run):
     run, _, _ = train_into(tmp_path / "adapted", adapted_recipe(base_run, {"name": "lora", "rank": 2}))
     with pytest.raises(UserError, match="itself an adapted run"):
         build_model(adapted_recipe(run, {"name": "lora"}), 30)
+
+
+def test_cli_evaluates_an_adapted_run_like_training_did_and_reports_a_missing_base(tmp_path, base_run):
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from recengine.cli.main import app
+
+    base_copy = tmp_path / "base-copy"
+    shutil.copytree(base_run.path, base_copy)
+    run, results, _ = train_into(tmp_path / "adapted", adapted_recipe(RunDir(base_copy), {"name": "ilora", "rank": 4, "experts": 2}))
+    result = CliRunner().invoke(app, ["evaluate", str(run.path), "--split", "test"])
+    assert result.exit_code == 0, result.output
+    assert f"{results['test']['model']['ndcg@10']:.4f}" in result.output
+    shutil.rmtree(base_copy)
+    result = CliRunner().invoke(app, ["recommend", str(run.path), "--history", "3,4"])
+    assert result.exit_code == 1 and "base run" in result.output and "not found" in result.output
+    assert "Traceback" not in result.output

@@ -112,3 +112,11 @@ def test_adapted_encode_traces_without_graph_breaks(adapter):
     model = adapter.adapt(tiny()).train()
     explanation = torch._dynamo.explain(model.encode)(tokens())
     assert explanation.graph_break_count == 0, explanation.break_reasons
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    step = torch.compile(lambda t: model.encode(t).sum(), backend="aot_eager")
+    for seed in range(3):  # the gate attribute set per call must not trigger recompiles
+        step(tokens(seed=seed)).backward()
+    assert counters["stats"]["unique_graphs"] == 1
