@@ -37,7 +37,7 @@ class TrainSection(Section):
     epochs: int = Field(20, ge=1, description="Maximum number of epochs.")
     batch_size: int = Field(128, ge=1, description="Sequences per optimizer step.")
     lr: float = Field(1e-3, gt=0, description="Peak learning rate of AdamW.")
-    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (not applied to biases, norms and embeddings' padding).")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (not applied to biases and norm weights).")
     betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas.")
     warmup_steps: int = Field(100, ge=0, description="Linear warm-up steps, then cosine decay to min_lr_ratio x lr.")
     min_lr_ratio: float = Field(0.0, ge=0, le=1, description="Final learning rate as a share of lr.")
