@@ -18,6 +18,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 
 Row = dict[str, Any]
 PLOTS = ("accuracy_vs_size", "throughput_vs_size", "peak_memory", "step_time")
@@ -59,12 +60,15 @@ def _lines(ax, rows: list[Row], y: str, ylabel: str, log_y: bool = False) -> Non
     series: dict[str, list[Row]] = {}
     for r in points:
         series.setdefault(_series_label(r, several), []).append(r)
-    for label, group in sorted(series.items()):
+    for label, group in sorted(series.items(), key=lambda item: (item[0] != "baseline", item[0])):
         group.sort(key=lambda r: r["parameters"])
         ax.plot([r["parameters"] / 1e6 for r in group], [r[y] for r in group], marker="o", label=label)
     ax.set_xscale("log")
     if log_y:
         ax.set_yscale("log")
+    for axis in (ax.xaxis, ax.yaxis):  # plain numbers (430, not 4.3x10^2) on log axes too
+        axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        axis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("model size (million parameters)")
     ax.set_ylabel(ylabel)
     ax.grid(True, which="both", alpha=0.3)

@@ -11,7 +11,7 @@ import typer
 from recengine.cli._common import console, user_errors
 from recengine.plugins import load_registry
 from recengine.profiling import profile_recipe
-from recengine.recipe import load_recipe
+from recengine.recipe import load_recipe, read_toml
 
 EXAMPLES = """Examples:
 
@@ -33,12 +33,12 @@ def profile(
 ) -> None:
     """Run a profiler over a few training steps and print its summary (top operators, step time, memory)."""
     registry = load_registry()
-    overrides = list(overrides or [])
-    loaded = load_recipe(recipe, registry, overrides)
-    chosen = profiler or (loaded.profiler.name if loaded.profiler.name != "none" else "torch")
-    extra = [] if chosen == loaded.profiler.name else [f'profiler={{name="{chosen}"}}']
-    extra += [f"profiler.active={steps}"] if steps else []
-    loaded = load_recipe(recipe, registry, overrides + extra)
+    current = read_toml(recipe).get("profiler", {}).get("name", "none")
+    chosen = profiler or (current if current != "none" else "torch")
+    # Choose the profiler first (a different one replaces the whole section), then the
+    # user's overrides (profiler.wait=0 ...), then --steps.
+    section = [f"profiler.name={chosen}"] if chosen == current else [f'profiler={{name="{chosen}"}}']
+    loaded = load_recipe(recipe, registry, section + list(overrides or []) + ([f"profiler.active={steps}"] if steps else []))
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     out_dir = out or Path(loaded.run.output_dir) / f"{loaded.run.name}-profile-{stamp}"
     result = profile_recipe(loaded, out_dir)
