@@ -1,5 +1,6 @@
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from recengine.cli.main import app
@@ -21,8 +22,9 @@ def test_report_and_profile_errors_are_one_line(tmp_path):
     assert result.exit_code == 1 and "unknown profiler 'nope'" in result.output
 
 
+@pytest.mark.slow
 def test_profile_command_on_cpu(tmp_path):
     result = CliRunner().invoke(app, ["profile", str(ROOT / "studies" / "recipes" / "tiny.toml"), "--steps", "1",
-                                      "--out", str(tmp_path), "profiler.wait=0", "profiler.warmup=0"])
+                                      "--out", str(tmp_path), "profiler.wait=0"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "summary.txt").is_file() and list(tmp_path.glob("chrome-trace-*.json"))
