@@ -34,6 +34,9 @@ class Adapter(Protocol):
     def trainable_state(self, model: nn.Module) -> dict[str, torch.Tensor]:
         """The tensors a checkpoint must save to restore what was trained."""
 
+    def for_export(self, model: nn.Module) -> nn.Module:
+        """The model to export for inference (e.g. LoRA merged into a copy); ``model`` is left as is."""
+
 
 @runtime_checkable
 class Profiler(Protocol):
