@@ -29,6 +29,7 @@ def needs(fmt: str):
     return pytest.mark.skipif(bool(missing), reason=f"{fmt} export needs {', '.join(missing)} (pip install 'recengine[onnx]')")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", [pytest.param(f, marks=needs(f)) for f in FORMATS])
 def test_round_trip_gives_the_eager_top_k(run_dir, recommender, tmp_path, fmt):
     out = export_run(run_dir, fmt, tmp_path / fmt, k=8)
@@ -101,6 +102,7 @@ def test_missing_onnx_dependency_is_one_clear_line(run_dir, tmp_path, monkeypatc
         export_run(run_dir, "onnx", tmp_path / "out")
 
 
+@pytest.mark.slow
 def test_cli_export_and_its_errors(run_dir, tmp_path):
     runner = CliRunner()
     out = tmp_path / "exported"

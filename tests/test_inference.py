@@ -60,8 +60,16 @@ def recommender(run_dir):
 
 
 def test_import_recengine_stays_light():
-    code = "import sys, recengine; assert 'torch' not in sys.modules; assert callable(recengine.load)"
+    code = "import sys, recengine; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+    assert recengine.load is recengine.inference.load
+
+
+def assert_same_recommendations(got, want):
+    """Same items in the same order; scores equal up to float noise (batch shapes change BLAS sums)."""
+    assert [[item for item, _ in rec] for rec in got] == [[item for item, _ in rec] for rec in want]
+    for rec_got, rec_want in zip(got, want):
+        assert [s for _, s in rec_got] == pytest.approx([s for _, s in rec_want], rel=1e-5, abs=1e-6)
 
 
 def test_recommend_returns_k_unseen_items_sorted_by_score(recommender):
@@ -83,14 +91,14 @@ def test_include_history_can_recommend_history_items(recommender):
 
 def test_batching_does_not_change_results(recommender):
     histories = [[str(1 + (u * 7 + j) % 50) for j in range(1 + u % 15)] for u in range(23)]
-    assert recommender.recommend(histories, k=7, batch_size=4) == recommender.recommend(histories, k=7, batch_size=512)
+    assert_same_recommendations(recommender.recommend(histories, k=7, batch_size=4), recommender.recommend(histories, k=7, batch_size=512))
 
 
 def test_api_equals_the_artifact_module_for_histories_that_fit(recommender):
     histories = [["3", "9", "4"], ["10"]]
     ids, scores = TopK(recommender.model, 5)(left_padded(recommender.items.encode_all(histories), recommender.max_len - 1))
     expected = [[(str(i), s) for i, s in zip(row_ids, row_scores)] for row_ids, row_scores in zip(ids.tolist(), scores.tolist())]
-    assert recommender.recommend(histories, k=5) == expected
+    assert_same_recommendations(recommender.recommend(histories, k=5), expected)
 
 
 def test_unknown_ids_are_rejected_with_their_names(recommender):
@@ -110,7 +118,7 @@ def test_too_long_history_is_truncated_to_the_last_max_len_minus_one_items(recom
     # same scores as the window alone; the older items are still excluded
     window_scores = dict(recommender.recommend([recent], k=50, exclude_history=False)[0])
     long_recs = recommender.recommend([long], k=50)[0]
-    assert long_recs and all(window_scores[item] == score for item, score in long_recs)
+    assert long_recs and all(window_scores[item] == pytest.approx(score, rel=1e-5) for item, score in long_recs)
     assert not {"40", "41", "42"} & {item for item, _ in long_recs}
 
 
@@ -133,7 +141,7 @@ def test_cli_batch_equals_api(run_dir, recommender, tmp_path):
     assert result.exit_code == 0, result.output
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     api = recommender.recommend(histories, k=6)
-    assert [[(i, s) for i, s in zip(line["items"], line["scores"])] for line in lines] == api
+    assert_same_recommendations([list(zip(line["items"], line["scores"])) for line in lines], api)
     assert [line.get("user") for line in lines] == [None, "u2", None]
     assert not list(tmp_path.glob(".recs.jsonl.tmp-*"))
 
