@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 import recengine
 from recengine.cli.main import app
 from recengine.errors import UserError
-from recengine.export import FORMATS, TopK, check_artifact, export_run, load_artifact, missing_packages, random_windows
+from recengine.export import FORMATS, TopK, check_artifact, export_run, for_export, load_artifact, missing_packages, random_windows
 from test_inference import train_tiny_run
 
 
@@ -118,3 +118,23 @@ def test_cli_export_and_its_errors(run_dir, tmp_path):
 
     bad = runner.invoke(app, ["export", str(run_dir), "--format", "tflite", "--out", str(tmp_path / "x")])
     assert bad.exit_code == 1 and "unknown format 'tflite'" in bad.output and "Traceback" not in bad.output
+
+
+def test_export_uses_the_adapters_for_export(recommender):
+    from recengine_plugins.defaults import NoAdapter
+
+    assert for_export(recommender.model, NoAdapter()) is recommender.model
+
+    class Merging:  # stands in for LoRA: export gets a different (merged) module
+        def for_export(self, model):
+            return merged
+
+    merged = torch.nn.Linear(2, 2)
+    assert for_export(recommender.model, Merging()) is merged
+
+    class Old:
+        def adapt(self, model):
+            return model
+
+    with pytest.raises(UserError, match="adapter Old has no for_export"):
+        for_export(recommender.model, Old())
