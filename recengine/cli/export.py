@@ -16,7 +16,7 @@ EXAMPLES = """Examples:
 
   recengine export runs/quickstart-demo --format onnx --out exports/quickstart-onnx   (pip install onnx onnxscript onnxruntime)
 
-The artifact takes int64 [batch, max_len - 1] left-padded model ids (0 = padding) and returns
+The artifact takes int64 (batch, max_len - 1) left-padded model ids (0 = padding) and returns
 top-k model ids and scores; item_ids.json beside it maps model ids back to original ids.
 """
 

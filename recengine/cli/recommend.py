@@ -108,7 +108,7 @@ def recommend(
         return
     items = [h.strip() for h in history.split(",") if h.strip()]
     recommender = load(run_dir, device=device, checkpoint=checkpoint)
-    (recs,) = recommender.recommend([items], k=k, exclude_history=not include_history)
+    (recs,) = recommender.recommend_encoded([recommender.items.encode(items, "--history")], k, not include_history)
     table = Table(title=f"Top {k} for history {','.join(items)}")
     table.add_column("rank", justify="right")
     table.add_column("item")
