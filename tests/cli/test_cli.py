@@ -62,7 +62,7 @@ def _one_error(result, pattern):
 
 def test_unknown_item_in_history(trained):
     _, _, run, _ = trained
-    _one_error(runner.invoke(app, ["recommend", str(run), "--history", "3,999,abc"]), r"^error: unknown item id\(s\) in history: 999, abc")
+    _one_error(runner.invoke(app, ["recommend", str(run), "--history", "3,999,abc"]), r"^error: --history: unknown item id\(s\) 999, abc")
 
 
 def test_missing_run_directory(tmp_path):
