@@ -35,7 +35,6 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)  # a full disk leaves no half-written temp file behind
         raise
-    _fsync_dir(path.parent)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -178,6 +178,8 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise UserError(f"{path}: not valid TOML: {exc}") from None
     except UnicodeDecodeError:
         raise UserError(f"{path}: not a text file (expected a TOML recipe)") from None
+    except RecursionError:  # tomllib recurses once per level of [ or {
+        raise UserError(f"{path}: arrays or tables nested too deeply to be a recipe") from None
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -189,6 +191,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = tomllib.loads(f"v = {raw.strip()}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw.strip()
+    except RecursionError:
+        raise UserError(f"override '{text[:40]}...': value nested too deeply") from None
     return key.strip().split("."), value
 
 

@@ -40,7 +40,7 @@ epochs = 3
 batch_size = 32
 lr = 3e-3
 warmup_steps = 3
-checkpoint_every_steps = 1
+checkpoint_every_steps = 2
 keep_last = 2
 log_every_steps = 1
 

@@ -23,7 +23,7 @@ def save_simple(root, name, value: float = 1.0):
 
 @pytest.fixture
 def trained(tiny_recipe, new_run, quiet):
-    """A finished tiny run (3 epochs, a checkpoint every step)."""
+    """A finished tiny run (3 epochs, a checkpoint every 2 steps and at each validation)."""
     recipe = tiny_recipe()
     run = new_run(recipe)
     training.train(recipe, run, console=quiet)
@@ -96,7 +96,7 @@ def test_retention_keeps_last_n_and_best(trained):
 
 
 def test_full_disk_mid_save_keeps_previous_checkpoint_and_stops(tiny_recipe, new_run, quiet, monkeypatch):
-    recipe = tiny_recipe("train.epochs=1")
+    recipe = tiny_recipe("train.epochs=1", "train.checkpoint_every_steps=1")
     run = new_run(recipe)
     real_save_file = checkpoint.save_file
     calls = {"n": 0}
