@@ -77,7 +77,7 @@ def save(root: Path, name: str, tensors: dict[str, dict[str, torch.Tensor]], sta
         shutil.rmtree(tmp, ignore_errors=True)
         raise UserError(
             f"{root / name}: cannot write checkpoint ({exc.strerror or exc}); earlier checkpoints in {root} are intact: "
-            "free disk space, then continue with `recengine train --resume RUN_DIR`"
+            f"free disk space, then continue with `recengine train --resume {root.parent}`"
         ) from None
     return root / name
 

@@ -86,3 +86,18 @@ def new_run(tmp_path: Path):
         return run
 
     return make
+
+
+@pytest.fixture(scope="module")
+def trained_tiny_run(tmp_path_factory, registry) -> Path:
+    """A tiny run trained for one epoch (about a second), shared by a module's tests."""
+    from recengine.training import train
+
+    folder = tmp_path_factory.mktemp("trained")
+    (folder / "tiny.toml").write_text(TINY_RECIPE)
+    recipe = load_recipe(folder / "tiny.toml", registry, ["train.epochs=1"])
+    run = RunDir(folder / "run")
+    run.path.mkdir()
+    run.recipe.write_text(recipe.to_toml())
+    train(recipe, run, console=Console(file=io.StringIO()))
+    return run.path

@@ -10,6 +10,7 @@ import io
 import json
 import os
 import random
+import resource
 import signal
 import subprocess
 import sys
@@ -21,7 +22,7 @@ import torch
 from rich.console import Console
 from safetensors.torch import load_file
 
-from recengine import training
+from recengine import checkpoint, training
 
 DRIVER = Path(__file__).with_name("fault_driver.py")
 
@@ -77,6 +78,12 @@ def final_tensors(run: Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and its finished children: the cost without other jobs' load."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def reference_run(recipe, run) -> None:
     """The uninterrupted run, in this process with the children's thread count (saves a start-up)."""
     threads = torch.get_num_threads()
@@ -89,6 +96,7 @@ def reference_run(recipe, run) -> None:
 
 @pytest.mark.slow
 def test_kill_anywhere_then_resume_gives_identical_weights(tmp_path, tiny_recipe, tiny_recipe_path, new_run):
+    cpu_before = cpu_seconds()
     out = tmp_path / "runs"
     reference_run(tiny_recipe(CHECKPOINT_EVERY), new_run(tiny_recipe(CHECKPOINT_EVERY), "runs/ref"))
 
@@ -134,7 +142,25 @@ def test_kill_anywhere_then_resume_gives_identical_weights(tmp_path, tiny_recipe
     kills = len(log)
     mid_write = sum(entry["fault"] in ("save_file", "old_rename", "set_pointer", "trash") for entry in log)  # random ones may land there too
     print(f"\nkill -9 then --resume: {kills} kills ({mid_write} inside checkpoint writing/pruning, "
-          f"{sum(e['fault'] == 'random' for e in log)} at random moments), {len(ref_tensors)} tensors compared, 0 differ")
+          f"{sum(e['fault'] == 'random' for e in log)} at random moments), {len(ref_tensors)} tensors compared, 0 differ; "
+          f"{cpu_seconds() - cpu_before:.0f} CPU s in all")
     for entry in log:
         print(f"  {entry}")
     assert kills == len(SCHEDULE) == 7 and mid_write == 4
+
+
+@pytest.mark.slow
+def test_full_disk_during_a_checkpoint_stops_the_cli_with_one_line(tmp_path, tiny_recipe_path):
+    events = tmp_path / "events"
+    run = tmp_path / "runs" / "full"
+    # ENOSPC on the 5th tensor file: the 2nd checkpoint (step 2), after its first file was written
+    proc = start([str(tiny_recipe_path), CHECKPOINT_EVERY, "--output-dir", str(tmp_path / "runs"), "--name", "full"], events, "save_file:5:enospc")
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 1, stderr[-2000:]
+    assert "Traceback" not in stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "No space left on device" in errors[0] and "step-00000002" in errors[0] and f"--resume {run}" in errors[0], stderr[-2000:]
+    assert (run / "checkpoints" / "latest").read_text().strip() == "step-00000001"
+    checkpoint.verify(run / "checkpoints" / "step-00000001")
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["latest", "step-00000001"]
+    print(f"\nfull disk mid-checkpoint via the CLI: exit 1, one line: {errors[0]}")
