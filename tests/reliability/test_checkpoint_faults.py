@@ -15,18 +15,30 @@ from recengine import checkpoint, training
 from recengine.errors import UserError
 from recengine.runs import RunDir
 
+from reliability_recipe import TINY_RECIPE
+
 
 def save_simple(root, name, value: float = 1.0):
     return checkpoint.save(root, name, {"model.safetensors": {"w": torch.full((4, 4), value)}, "extra.safetensors": {"b": torch.ones(3)}},
                            {"loop": {"step": 1}})
 
 
-@pytest.fixture
-def trained(tiny_recipe, new_run, quiet):
-    """A finished tiny run (3 epochs, a checkpoint every 2 steps and at each validation)."""
-    recipe = tiny_recipe()
-    run = new_run(recipe)
-    training.train(recipe, run, console=quiet)
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, registry):
+    """A finished tiny run (2 epochs, a checkpoint every 2 steps and at each validation)."""
+    import io
+
+    from rich.console import Console
+
+    from recengine.recipe import load_recipe
+
+    folder = tmp_path_factory.mktemp("trained")
+    (folder / "tiny.toml").write_text(TINY_RECIPE)
+    recipe = load_recipe(folder / "tiny.toml", registry, ["train.epochs=2"])
+    run = RunDir(folder / "run")
+    run.path.mkdir()
+    run.recipe.write_text(recipe.to_toml())
+    training.train(recipe, run, console=Console(file=io.StringIO()))
     return recipe, run
 
 
@@ -89,7 +101,7 @@ def test_retention_keeps_last_n_and_best(trained):
     kept = sorted(p.name for p in run.checkpoints.glob("step-*"))
     best = checkpoint.read_pointer(run.checkpoints, "best").name
     latest = checkpoint.read_pointer(run.checkpoints, "latest").name
-    last_two = [f"step-{s:08d}" for s in (20, 21)]  # 3 epochs x 7 steps, keep_last = 2
+    last_two = [f"step-{s:08d}" for s in (12, 14)]  # 2 epochs x 7 steps, every 2 steps, keep_last = 2
     assert latest == last_two[-1]
     assert set(kept) == set(last_two) | {best}
     assert not [p for p in run.checkpoints.iterdir() if p.name.startswith(".")], "temporary files left behind"

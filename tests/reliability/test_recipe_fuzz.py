@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from recengine.errors import UserError
 from recengine.recipe import CORE_SECTIONS, PLUGIN_SECTIONS, Recipe, apply_overrides, load_recipe, read_toml, resolve
 
-SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 KNOWN_KEYS = sorted({key for model in CORE_SECTIONS.values() for key in model.model_fields}
                     | {"name", "users", "items", "mean_length", "hidden", "layers", "heads", "max_len", "dropout", "ks", "metric"})
