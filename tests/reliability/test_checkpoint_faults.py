@@ -15,31 +15,15 @@ from recengine import checkpoint, training
 from recengine.errors import UserError
 from recengine.runs import RunDir
 
-from reliability_recipe import TINY_RECIPE
-
 
 def save_simple(root, name, value: float = 1.0):
     return checkpoint.save(root, name, {"model.safetensors": {"w": torch.full((4, 4), value)}, "extra.safetensors": {"b": torch.ones(3)}},
                            {"loop": {"step": 1}})
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, registry):
-    """A finished tiny run (2 epochs, a checkpoint every 2 steps and at each validation)."""
-    import io
-
-    from rich.console import Console
-
-    from recengine.recipe import load_recipe
-
-    folder = tmp_path_factory.mktemp("trained")
-    (folder / "tiny.toml").write_text(TINY_RECIPE)
-    recipe = load_recipe(folder / "tiny.toml", registry, ["train.epochs=2"])
-    run = RunDir(folder / "run")
-    run.path.mkdir()
-    run.recipe.write_text(recipe.to_toml())
-    training.train(recipe, run, console=Console(file=io.StringIO()))
-    return recipe, run
+@pytest.fixture
+def trained(trained_two_epochs):
+    return trained_two_epochs
 
 
 DAMAGES = {
