@@ -23,7 +23,8 @@ from recengine.plugins import Entry, Registry, unknown_name_message
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # NaN and inf pass `gt=0`-style bounds (inf > 0), so they are refused outright.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class RunSection(Section):
@@ -51,6 +52,7 @@ class TrainSection(Section):
     checkpoint_every_steps: int = Field(0, ge=0, description="Also checkpoint every N steps within an epoch (0: at validation only).")
     keep_last: int = Field(2, ge=1, description="Checkpoints to keep besides the best one.")
     log_every_steps: int = Field(10, ge=1, description="Send loss and learning rate to the monitors every N steps.")
+    max_bad_steps: int = Field(20, ge=1, description="Stop after this many steps in a row with a non-finite loss or gradient (each is skipped, never applied).")
 
 
 class EvalSection(Section):
@@ -184,6 +186,8 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise UserError(f"{path}: not valid TOML: {exc}") from None
     except UnicodeDecodeError:
         raise UserError(f"{path}: not a text file (expected a TOML recipe)") from None
+    except RecursionError:  # tomllib recurses once per level of [ or {
+        raise UserError(f"{path}: arrays or tables nested too deeply to be a recipe") from None
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -195,6 +199,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = tomllib.loads(f"v = {raw.strip()}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw.strip()
+    except RecursionError:
+        raise UserError(f"override '{text[:40]}...': value nested too deeply") from None
     return key.strip().split("."), value
 
 

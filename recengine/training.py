@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ from recengine.data.split import EvalSet, LeaveOneOut, leave_one_out
 from recengine.errors import UserError
 from recengine.evaluate import evaluate, model_scorer, popularity_scorer
 from recengine.finetune import init_from_run, train_output_layer
+from recengine.guards import NonFiniteGuard
 from recengine.loss import masked_cross_entropy
 from recengine.model import count_parameters
 from recengine.progress import progress_bar
@@ -43,6 +45,7 @@ class LoopState:
     best_epoch: int = 0
     bad_validations: int = 0
     finished: bool = False
+    skipped_steps: int = 0  # steps skipped by the non-finite guard
 
 
 def resolve_device(name: str) -> torch.device:
@@ -92,8 +95,9 @@ class TrainStep:
     """One optimizer step: forward + loss under the precision's autocast, backward through
     its scaler, clipping, the step. Built once; shared by `train` and `recengine bench`."""
 
-    def __init__(self, model, optimizer, precision, compiler, train_cfg):
+    def __init__(self, model, optimizer, precision, compiler, train_cfg, guard: NonFiniteGuard | None = None):
         self.model, self.optimizer, self.precision, self.cfg = model, optimizer, precision, train_cfg
+        self.guard = guard or NonFiniteGuard(train_cfg.max_bad_steps)
         self.trainable = [p for p in model.parameters() if p.requires_grad]
         self.loss_fn = compiler(lambda inputs, labels: masked_cross_entropy(model, model.encode(inputs), labels, train_cfg.label_smoothing))
 
@@ -106,7 +110,7 @@ class TrainStep:
         self.precision.scaler.scale(loss).backward()
         self.precision.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, self.cfg.grad_clip)
-        self.precision.scaler.step(self.optimizer)
+        self.guard.step(self.precision.scaler, self.optimizer, loss, grad_norm)  # skips non-finite steps
         self.precision.scaler.update()
         return loss.detach(), grad_norm
 
@@ -121,13 +125,27 @@ def save_checkpoint(run: RunDir, model, adapter, optimizer, state: LoopState, ke
         run.checkpoints,
         name,
         {"model.safetensors": adapter.trainable_state(model), "optimizer.safetensors": optim_tensors, "rng.safetensors": rng},
-        {"loop": dataclasses.asdict(state), "optimizer": optim_meta},
+        {"loop": dataclasses.asdict(state), "optimizer": optim_meta, "rng": host_rng_state()},
     )
-    checkpoint.set_pointer(run.checkpoints, "latest", name)
-    if best:
+    if best:  # before `latest`: a kill in between resumes earlier and redoes this validation
         checkpoint.set_pointer(run.checkpoints, "best", name)
+    checkpoint.set_pointer(run.checkpoints, "latest", name)
     best_path = checkpoint.read_pointer(run.checkpoints, "best")
     checkpoint.prune(run.checkpoints, keep_last, protect={best_path.name} if best_path else set())
+
+
+def host_rng_state() -> dict[str, Any]:
+    """Python's and NumPy's global RNG states as JSON (plugins may draw from either)."""
+    version, internal, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"python": [version, list(internal), gauss], "numpy": [kind, keys.tolist(), pos, has_gauss, cached]}
+
+
+def set_host_rng_state(saved: dict[str, Any]) -> None:
+    version, internal, gauss = saved["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached = saved["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
 
 
 def load_weights(run: RunDir, model, adapter, which: str = "best") -> Path:
@@ -145,6 +163,8 @@ def resume_state(run: RunDir, model, adapter, optimizer) -> LoopState:
     torch.set_rng_state(rng["torch"])
     if "cuda" in rng and torch.cuda.is_available():
         torch.cuda.set_rng_state(rng["cuda"])
+    if "rng" in saved:  # absent in checkpoints written before host RNG states were saved
+        set_host_rng_state(saved["rng"])
     return LoopState(**saved["loop"])
 
 
@@ -155,6 +175,8 @@ def train(recipe: Recipe, run: RunDir, resume: bool = False, console: Console | 
     console = console or Console(stderr=True)
     cfg, ev = recipe.train, recipe.eval
     torch.manual_seed(recipe.run.seed)
+    random.seed(recipe.run.seed)
+    np.random.seed(recipe.run.seed)
     device = resolve_device(recipe.run.device)
     dataset, split = load_data(recipe)
     run.write_json(run.data, {"num_items": dataset.num_items, "item_ids": dataset.item_ids})
@@ -165,7 +187,7 @@ def train(recipe: Recipe, run: RunDir, resume: bool = False, console: Console | 
 
     precision = recipe.precision.build(device=device)
     compiler = recipe.compiler.build()
-    train_step = TrainStep(model, optimizer, precision, compiler, cfg)
+    train_step = TrainStep(model, optimizer, precision, compiler, cfg, NonFiniteGuard(cfg.max_bad_steps, state.skipped_steps))
     scorer = compiler(model_scorer(model))
     batches = ClozeBatches(split.train, model.max_len, cfg.batch_size, cfg.mask_prob, cfg.mask_last, cfg.window, recipe.run.seed, device)
     valid = validation_subset(split.valid, ev.valid_users, recipe.run.seed)
@@ -195,9 +217,11 @@ def train(recipe: Recipe, run: RunDir, resume: bool = False, console: Console | 
                 loss, grad_norm = train_step(batch, lr)
                 profiler.step()
                 state.step, state.batch = state.step + 1, state.batch + 1
+                state.skipped_steps = train_step.guard.skipped
                 progress.advance(task, len(batch))
                 if state.step % cfg.log_every_steps == 0:
                     monitors.log_scalars(state.step, {"train/loss": loss.item(), "train/lr": lr, "train/grad_norm": grad_norm.item(),
+                                                      "train/skipped_steps": state.skipped_steps,
                                                       "train/samples_per_s": progress.tasks[task].speed or 0.0})
                 if cfg.checkpoint_every_steps and state.step % cfg.checkpoint_every_steps == 0:
                     save_checkpoint(run, model, adapter, optimizer, state, cfg.keep_last, best=False)
