@@ -90,7 +90,8 @@ def draw_negatives(seqs: Sequences, users: np.ndarray, count: int, sampling: str
     if sampling == "popularity":
         if item_counts is None:
             raise ValueError("popularity sampling needs item_counts")
-        log_weight = torch.from_numpy(np.log(np.maximum(item_counts[: num_items + 1], 0).astype(np.float64))).float()
+        with np.errstate(divide="ignore"):  # an item never seen is never drawn: log 0 = -inf
+            log_weight = torch.from_numpy(np.log(item_counts[: num_items + 1].astype(np.float64))).float()
     else:
         log_weight = torch.zeros(num_items + 1)
     log_weight[0] = float("-inf")  # never the padding id
