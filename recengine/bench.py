@@ -13,9 +13,9 @@ from typing import Any
 
 import torch
 
-from recengine.data.batching import ClozeBatches
 from recengine.model import count_parameters
 from recengine.recipe import Recipe
+from recengine.tasks import training_batches
 from recengine.training import TrainStep, adamw, build_model, load_data, resolve_device
 
 
@@ -39,8 +39,8 @@ def bench_recipe(recipe: Recipe, steps: int = 20, warmup: int = 5) -> dict[str, 
     model.to(device).train()
     cfg = recipe.train
     step = TrainStep(model, adamw(model, cfg.lr, cfg.weight_decay, cfg.betas, device),
-                     recipe.precision.build(device=device), recipe.compiler.build(), cfg)
-    batches = ClozeBatches(split.train, model.max_len, cfg.batch_size, cfg.mask_prob, cfg.mask_last, cfg.window, recipe.run.seed, device)
+                     recipe.precision.build(device=device), recipe.compiler.build(), cfg, item_counts=split.train.item_counts())
+    batches = training_batches(model, split.train, cfg, recipe.run.seed, device)
     stream = (batch for epoch in range(10**9) for batch in batches.epoch(epoch))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)

@@ -53,6 +53,13 @@ class TrainSection(Section):
     keep_last: int = Field(2, ge=1, description="Checkpoints to keep besides the best one.")
     log_every_steps: int = Field(10, ge=1, description="Send loss and learning rate to the monitors every N steps.")
     max_bad_steps: int = Field(20, ge=1, description="Stop after this many steps in a row with a non-finite loss or gradient (each is skipped, never applied).")
+    loss: Literal["ce", "sampled_softmax", "gbce", "focal"] = Field(
+        "ce", description="Training loss: full softmax cross-entropy, sampled softmax with log-Q correction, gBCE (gSASRec) or focal.")
+    loss_negatives: int = Field(256, ge=1, description="Negatives per step for sampled_softmax and gbce (shared by the batch).")
+    loss_sampling: Literal["popularity", "uniform"] = Field(
+        "popularity", description="How sampled_softmax draws its negatives (log-Q corrects for it); gbce always samples uniformly.")
+    gbce_t: float = Field(0.75, ge=0, le=1, description="gBCE calibration t: 0 is plain BCE, 1 fully calibrated.")
+    focal_gamma: float = Field(2.0, ge=0, description="Focal loss exponent gamma (0 is cross-entropy).")
 
 
 class EvalSection(Section):
@@ -61,6 +68,13 @@ class EvalSection(Section):
     exclude_history: bool = Field(True, description="Exclude items already in the user's history from the ranking.")
     batch_size: int = Field(1024, ge=1, description="Users per evaluation batch (results do not depend on it).")
     valid_users: int = Field(0, ge=0, description="Validate during training on a fixed random subset of this many users (0: all).")
+    protocol: Literal["full", "sampled"] = Field("full", description="Rank the whole catalog, or the target against sampled negatives.")
+    negatives: int = Field(100, ge=1, description="Sampled protocol: negatives per user.")
+    sampling: Literal["uniform", "popularity"] = Field("uniform", description="Sampled protocol: how negatives are drawn (SASRec: uniform; BERT4Rec: popularity).")
+    seed: int = Field(0, ge=0, description="Sampled protocol: seed of the negatives, drawn once and stored in the run directory.")
+    split: Literal["leave_one_out", "temporal"] = Field("leave_one_out", description="Leave-one-out, or a global temporal split (needs timestamps).")
+    temporal_quantiles: tuple[float, float] = Field(
+        (0.8, 0.9), description="Temporal split: the validation and test cut-off times, as quantiles of all interaction times.")
 
     @field_validator("ks")
     @classmethod
@@ -72,10 +86,17 @@ class EvalSection(Section):
     @field_validator("metric")
     @classmethod
     def _metric_known(cls, metric: str, info: ValidationInfo) -> str:
-        allowed = {"mrr"} | {f"{m}@{k}" for k in info.data.get("ks", []) for m in ("hr", "ndcg")}
+        allowed = {"mrr"} | {f"{m}@{k}" for k in info.data.get("ks", []) for m in ("hr", "ndcg", "recall", "coverage")}
         if metric not in allowed:
             raise ValueError(f"'{metric}' is not computed; choose one of {', '.join(sorted(allowed))}")
         return metric
+
+    @field_validator("temporal_quantiles")
+    @classmethod
+    def _quantiles_ordered(cls, q: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < q[0] <= q[1] < 1:
+            raise ValueError("expected 0 < validation quantile <= test quantile < 1, e.g. [0.8, 0.9]")
+        return q
 
 
 class InitSection(Section):

@@ -21,19 +21,19 @@ from rich.console import Console
 
 from recengine import checkpoint
 from recengine.components import Monitors
-from recengine.data.batching import ClozeBatches
 from recengine.data.sequences import Dataset
-from recengine.data.split import EvalSet, LeaveOneOut, leave_one_out
+from recengine.data.split import EvalSet, LeaveOneOut, make_split
 from recengine.errors import UserError
-from recengine.evaluate import evaluate, model_scorer, popularity_scorer
+from recengine.evaluate import NEGATIVES_FILE, SampledNegatives, evaluate, load_or_draw_negatives, model_scorer, popularity_scorer, protocol_name
 from recengine.finetune import init_from_run, train_output_layer
 from recengine.guards import NonFiniteGuard
-from recengine.loss import masked_cross_entropy
+from recengine.losses import build_loss
 from recengine.model import count_parameters
 from recengine.progress import progress_bar
 from recengine.recipe import Recipe
 from recengine.runs import RunDir
 from recengine.schedule import warmup_cosine
+from recengine.tasks import training_batches
 
 
 @dataclass
@@ -72,7 +72,17 @@ def build_model(recipe: Recipe, num_items: int, run: RunDir | None = None):
 
 def load_data(recipe: Recipe) -> tuple[Dataset, LeaveOneOut]:
     dataset = recipe.dataset.build()
-    return dataset, leave_one_out(dataset.sequences)
+    return dataset, make_split(dataset, recipe.eval.split, tuple(recipe.eval.temporal_quantiles))
+
+
+def eval_negatives(recipe: Recipe, run: RunDir, dataset: Dataset, split: LeaveOneOut) -> SampledNegatives | None:
+    """The run's stored sampled negatives (drawn the first time), or None for full ranking."""
+    ev = recipe.eval
+    if ev.protocol == "full":
+        return None
+    users = np.union1d(split.valid.users, split.test.users)
+    return load_or_draw_negatives(run.path / NEGATIVES_FILE, dataset.sequences, users, ev.negatives, ev.sampling, ev.seed,
+                                  dataset.sequences.item_counts())
 
 
 def validation_subset(valid: EvalSet, users: int, seed: int) -> EvalSet:
@@ -95,11 +105,12 @@ class TrainStep:
     """One optimizer step: forward + loss under the precision's autocast, backward through
     its scaler, clipping, the step. Built once; shared by `train` and `recengine bench`."""
 
-    def __init__(self, model, optimizer, precision, compiler, train_cfg, guard: NonFiniteGuard | None = None):
+    def __init__(self, model, optimizer, precision, compiler, train_cfg, guard: NonFiniteGuard | None = None, item_counts=None):
         self.model, self.optimizer, self.precision, self.cfg = model, optimizer, precision, train_cfg
         self.guard = guard or NonFiniteGuard(train_cfg.max_bad_steps)
         self.trainable = [p for p in model.parameters() if p.requires_grad]
-        self.loss_fn = compiler(lambda inputs, labels: masked_cross_entropy(model, model.encode(inputs), labels, train_cfg.label_smoothing))
+        loss = build_loss(model, train_cfg, item_counts)  # chosen once: train.loss
+        self.loss_fn = compiler(lambda inputs, labels: loss(model.encode(inputs), labels))
 
     def __call__(self, batch, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
         for group in self.optimizer.param_groups:
@@ -187,9 +198,12 @@ def train(recipe: Recipe, run: RunDir, resume: bool = False, console: Console | 
 
     precision = recipe.precision.build(device=device)
     compiler = recipe.compiler.build()
-    train_step = TrainStep(model, optimizer, precision, compiler, cfg, NonFiniteGuard(cfg.max_bad_steps, state.skipped_steps))
+    train_step = TrainStep(model, optimizer, precision, compiler, cfg, NonFiniteGuard(cfg.max_bad_steps, state.skipped_steps),
+                           split.train.item_counts())
     scorer = compiler(model_scorer(model))
-    batches = ClozeBatches(split.train, model.max_len, cfg.batch_size, cfg.mask_prob, cfg.mask_last, cfg.window, recipe.run.seed, device)
+    batches = training_batches(model, split.train, cfg, recipe.run.seed, device)
+    negatives = eval_negatives(recipe, run, dataset, split)
+    protocol = protocol_name(ev.split, ev.exclude_history, negatives)
     valid = validation_subset(split.valid, ev.valid_users, recipe.run.seed)
     monitors = Monitors([m.build(log_dir=run.tensorboard) for m in recipe.monitors])
     profiler = recipe.profiler.build(out_dir=run.profile)
@@ -203,7 +217,8 @@ def train(recipe: Recipe, run: RunDir, resume: bool = False, console: Console | 
     def validate() -> dict[str, float]:
         model.eval()
         with precision.autocast():
-            metrics = evaluate(scorer, valid, model.max_len, model.mask_token, tuple(ev.ks), ev.exclude_history, ev.batch_size, device)
+            metrics = evaluate(scorer, valid, model.max_len, model.mask_token, tuple(ev.ks), ev.exclude_history, ev.batch_size, device,
+                               negatives=negatives)
         model.train()
         return metrics
 
@@ -236,12 +251,12 @@ def train(recipe: Recipe, run: RunDir, resume: bool = False, console: Console | 
                 state.bad_validations += 1
             state.finished = state.bad_validations >= cfg.patience
             monitors.log_scalars(state.step, {f"valid/{k}": v for k, v in metrics.items()})
-            run.append_metrics({"split": "valid", "epoch": state.epoch, "step": state.step, **metrics})
+            run.append_metrics({"split": "valid", "epoch": state.epoch, "step": state.step, "protocol": protocol, **metrics})
             progress.console.print(f"epoch {state.epoch}: valid {ev.metric} {metrics[ev.metric]:.4f}" + (" (best)" if improved else ""))
             save_checkpoint(run, model, adapter, optimizer, state, cfg.keep_last, best=improved)
             on_validation(state.epoch, metrics)
 
-    results = final_evaluation(recipe, run, model, adapter, dataset, split, precision, device, console)
+    results = final_evaluation(recipe, run, model, adapter, dataset, split, precision, device, console, negatives)
     results["best_epoch"], results["epochs_run"] = state.best_epoch, state.epoch
     run.write_json(run.results, results)
     monitors.log_hparams(hparams(recipe), {f"hparam/test_{k}": v for k, v in results["test"]["model"].items()})
@@ -249,24 +264,25 @@ def train(recipe: Recipe, run: RunDir, resume: bool = False, console: Console | 
     return results
 
 
-def final_evaluation(recipe, run, model, adapter, dataset, split, precision, device, console) -> dict[str, Any]:
+def final_evaluation(recipe, run, model, adapter, dataset, split, precision, device, console, negatives=None) -> dict[str, Any]:
     """Evaluate the best checkpoint and the popularity baseline on the validation and test splits."""
     load_weights(run, model, adapter, "best")
     model.eval()
-    results = evaluate_splits(recipe, model, split, ["valid", "test"], precision, device, console)
+    results = evaluate_splits(recipe, model, split, ["valid", "test"], precision, device, console, negatives)
     for name in ("valid", "test"):
-        run.append_metrics({"split": name, "final": True, **results[name]["model"]})
+        run.append_metrics({"split": name, "final": True, "protocol": results["protocol"], **results[name]["model"]})
     return results
 
 
-def evaluate_splits(recipe: Recipe, model, data: LeaveOneOut, splits: list[str], precision, device, console) -> dict[str, Any]:
+def evaluate_splits(recipe: Recipe, model, data: LeaveOneOut, splits: list[str], precision, device, console,
+                    negatives: SampledNegatives | None = None) -> dict[str, Any]:
     """Model and popularity-baseline metrics on each named split (``valid``/``test``)."""
     ev = recipe.eval
     popularity = popularity_scorer(data.train.item_counts(), device)
     scorer = model_scorer(model)
     kw = dict(max_len=model.max_len, mask_token=model.mask_token, ks=tuple(ev.ks), exclude_history=ev.exclude_history,
-              batch_size=ev.batch_size, device=device)
-    out: dict[str, Any] = {"protocol": f"full ranking, leave-one-out, exclude_history={ev.exclude_history}"}
+              batch_size=ev.batch_size, device=device, negatives=negatives)
+    out: dict[str, Any] = {"protocol": protocol_name(ev.split, ev.exclude_history, negatives)}
     with progress_bar("users", console) as progress:
         for name in splits:
             eval_set = getattr(data, name)

@@ -1,0 +1,39 @@
+"""Next-item batches for causal models (SASRec): every position predicts its own item.
+
+A causal model's hidden state at position t summarises only the items before t (see
+``SequenceModel.training_task``), so the labels are the window itself: no [MASK] tokens,
+and every real position is a training target except the first of each window, which has
+no context to predict it from.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+
+from recengine.data.batching import Batch, ClozeBatches, gather_windows
+from recengine.data.sequences import PAD
+
+
+def next_item_labels(tokens: torch.Tensor) -> torch.Tensor:
+    """Labels for a left-padded window: the items themselves, PAD at padding and the first item."""
+    real = tokens != PAD
+    has_context = torch.nn.functional.pad(real[:, :-1], (1, 0), value=False)
+    return torch.where(real & has_context, tokens, PAD)
+
+
+class NextItemBatches(ClozeBatches):
+    """The same shuffled, seeded windows as ``ClozeBatches``, labelled for next-item training."""
+
+    def __init__(self, seqs, max_len: int, batch_size: int, window: str = "random", seed: int = 0, device="cpu"):
+        super().__init__(seqs, max_len, batch_size, mask_prob=0.5, mask_last=True, window=window, seed=seed, device=device)
+
+    def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[Batch]:
+        g = self._generator(epoch)
+        order = torch.randperm(self.num_users, generator=g, device=self.device)
+        ends = self._window_ends(g)
+        for b in range(start_batch, len(self)):
+            users = order[b * self.batch_size : (b + 1) * self.batch_size]
+            tokens = gather_windows(self.items, self.starts[users], ends[users], self.max_len)
+            yield Batch(tokens, next_item_labels(tokens))
