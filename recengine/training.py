@@ -25,7 +25,7 @@ from recengine.data.sequences import Dataset
 from recengine.data.split import EvalSet, LeaveOneOut, leave_one_out
 from recengine.errors import UserError
 from recengine.evaluate import evaluate, model_scorer, popularity_scorer
-from recengine.loss import masked_cross_entropy
+from recengine.loss import cross_entropy_at
 from recengine.model import count_parameters
 from recengine.progress import progress_bar
 from recengine.recipe import Recipe
@@ -87,13 +87,14 @@ class TrainStep:
     def __init__(self, model, optimizer, precision, compiler, train_cfg):
         self.model, self.optimizer, self.precision, self.cfg = model, optimizer, precision, train_cfg
         self.trainable = [p for p in model.parameters() if p.requires_grad]
-        self.loss_fn = compiler(lambda inputs, labels: masked_cross_entropy(model, model.encode(inputs), labels, train_cfg.label_smoothing))
+        # Fixed-size masked positions (see data/batching.py): no host sync inside the step.
+        self.loss_fn = compiler(lambda inputs, positions, targets: cross_entropy_at(model, model.encode(inputs), positions, targets, train_cfg.label_smoothing))
 
     def __call__(self, batch, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         with self.precision.autocast():
-            loss = self.loss_fn(batch.inputs, batch.labels)
+            loss = self.loss_fn(batch.inputs, batch.positions, batch.targets)
         self.optimizer.zero_grad(set_to_none=True)
         self.precision.scaler.scale(loss).backward()
         self.precision.scaler.unscale_(self.optimizer)
@@ -159,7 +160,8 @@ def train(recipe: Recipe, run: RunDir, resume: bool = False, console: Console | 
     compiler = recipe.compiler.build()
     train_step = TrainStep(model, optimizer, precision, compiler, cfg)
     scorer = compiler(model_scorer(model))
-    batches = ClozeBatches(split.train, model.max_len, cfg.batch_size, cfg.mask_prob, cfg.mask_last, cfg.window, recipe.run.seed, device)
+    batches = ClozeBatches(split.train, model.max_len, cfg.batch_size, cfg.mask_prob, cfg.mask_last, cfg.window, recipe.run.seed, device,
+                           length_grouping=cfg.length_grouping)
     valid = validation_subset(split.valid, ev.valid_users, recipe.run.seed)
     monitors = Monitors([m.build(log_dir=run.tensorboard) for m in recipe.monitors])
     profiler = recipe.profiler.build(out_dir=run.profile)
