@@ -55,8 +55,9 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
         eps, chunk, classes = ctx.label_smoothing, ctx.chunk, w.shape[0]
         row_grad = torch.where(valid, grad_loss / count, 0.0)  # d loss / d row loss
         grad_q = torch.empty(q.shape, dtype=ctx.input_dtypes[0], device=q.device)
-        grad_w = torch.zeros(w.shape, dtype=torch.float32, device=w.device)  # accumulated in fp32 over chunks
-        grad_b = torch.zeros(classes, dtype=torch.float32, device=w.device) if bias is not None else None
+        acc = torch.promote_types(w.dtype, torch.float32)  # gradients accumulate over chunks in (at least) fp32
+        grad_w = torch.zeros(w.shape, dtype=acc, device=w.device)
+        grad_b = torch.zeros(classes, dtype=acc, device=w.device) if bias is not None else None
         for lo in range(0, q.shape[0], chunk):
             hi = min(lo + chunk, q.shape[0])
             z = _logits(q[lo:hi], w, bias)
@@ -77,8 +78,9 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
 
 def _logits(q: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     # Matmul in the compute dtype, then fp32 (as autocast's matmul + fp32 bias promotion does).
-    z = (q @ w.t()).float()
-    return z + bias.float() if bias is not None else z
+    z = q @ w.t()
+    z = z.to(torch.promote_types(z.dtype, torch.float32))
+    return z + bias if bias is not None else z
 
 
 def chunked_cross_entropy(queries: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor,
