@@ -110,9 +110,10 @@ def parse_matrix(axes: list[str]) -> list[dict[str, str]]:
     return [dict(combo) for combo in itertools.product(*options)] if options else [{}]
 
 
-def matrix_recipe(recipe: Recipe, setting: dict[str, str], registry) -> Recipe:
+def matrix_recipe(recipe: Recipe, setting: dict[str, str], registry, overrides: list[str] = ()) -> Recipe:
+    """``recipe`` with one matrix setting, then ``overrides`` (which win over a --shape's values)."""
     data = _drop_none(recipe.to_dict())
-    dotted = []
+    dotted = list(overrides)
     for key, value in setting.items():
         if "." in key:
             dotted.append(f"{key}={value}")

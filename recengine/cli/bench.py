@@ -44,7 +44,7 @@ def bench(
     axes = list(matrix or []) + [a for a in extra if "." not in a.partition("=")[0]]
     overrides = [a for a in extra if "." in a.partition("=")[0]]
     registry = load_registry()
-    base = load_recipe(recipe, registry, overrides)
+    base = load_recipe(recipe, registry, overrides)  # bad overrides are reported against the file
     dataset = None
     if shape is not None:
         if shape not in engine.SHAPES:
@@ -53,7 +53,7 @@ def bench(
         dataset = engine.shape_dataset(engine.SHAPES[shape], users, seed=base.run.seed)
     results: list[dict[str, Any]] = []
     for setting in engine.parse_matrix(axes):
-        chosen = engine.matrix_recipe(base, setting, registry)
+        chosen = engine.matrix_recipe(base, setting, registry, overrides)
         label = ", ".join(f"{k}={v}" for k, v in setting.items()) or "recipe"
         err_console.print(f"bench {label} ...")
         row = engine.bench_recipe(chosen, steps=steps, warmup=warmup, dataset=dataset,
