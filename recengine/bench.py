@@ -193,37 +193,6 @@ def bench_recipe(recipe: Recipe, steps: int = 20, warmup: int = 5, dataset: Data
     step = TrainStep(model, adamw(model, cfg.lr, cfg.weight_decay, cfg.betas, device), precision, compiler, cfg)
     batches = ClozeBatches(split.train, model.max_len, cfg.batch_size, cfg.mask_prob, cfg.mask_last, cfg.window,
                            recipe.run.seed, device, length_grouping=cfg.length_grouping)
-    if steps + warmup > len(batches) * 1000:
-        raise UserError(f"too few training sequences ({split.train.num_users}) for {steps + warmup} steps")
-    stream = (batch for epoch in itertools.count() for batch in batches.epoch(epoch))
-
-    for _ in range(warmup):
-        step(next(stream), cfg.lr)
-    _sync(device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    timer, timed = _Timer(device), []
-    started = time.perf_counter()
-    for _ in range(steps):
-        batch = next(stream)
-        timer.mark()
-        step(batch, cfg.lr)
-        timed.append(batch)
-    timer.mark()
-    times = timer.intervals_s()
-    wall_s = time.perf_counter() - started
-    step_s = statistics.median(times)
-    peak_mb = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
-
-    flops = [train_flops(model, b) for b in timed]
-    flops_per_step = statistics.mean(flops) if flops and flops[0] is not None else None
-    name = device_name(device)
-    peak = peaks(name) if device.type == "cuda" else None
-    low_precision = recipe.precision.name != "fp32"
-    peak_tflops = (peak[0] if low_precision else peak[1]) if peak else None
-    trainable = count_parameters(model, trainable_only=True)
-    optimizer_bytes = ADAMW_BYTES_PER_PARAM * trainable
-
     result = {
         "recipe": recipe.run.name,
         "precision": recipe.precision.name,
@@ -232,17 +201,57 @@ def bench_recipe(recipe: Recipe, steps: int = 20, warmup: int = 5, dataset: Data
         "batch_size": cfg.batch_size,
         "length_grouping": cfg.length_grouping,
         "parameters": count_parameters(model),
-        "trainable_parameters": trainable,
+        "trainable_parameters": count_parameters(model, trainable_only=True),
+        "device": device_name(device),
+        "torch": torch.__version__,
+    }
+    if steps > 0:
+        result.update(bench_steps(model, step, batches, steps, warmup, device, low_precision=recipe.precision.name != "fp32"))
+    result.update(bench_data(batches, data_batches, device))
+    if eval_users != 0:
+        result.update(bench_eval(model, split.test, recipe, precision, compiler, device, eval_users))
+    return result
+
+
+def bench_steps(model, step: TrainStep, batches: ClozeBatches, steps: int, warmup: int, device: torch.device,
+                low_precision: bool) -> dict[str, Any]:
+    """The training step: median time after ``warmup`` steps, peak memory, FLOPs, MFU and floors."""
+    lr = step.cfg.lr
+    stream = (batch for epoch in itertools.count() for batch in batches.epoch(epoch))
+    for _ in range(warmup):
+        step(next(stream), lr)
+    _sync(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    timer, timed = _Timer(device), []
+    started = time.perf_counter()
+    for _ in range(steps):
+        batch = next(stream)
+        timer.mark()
+        step(batch, lr)
+        timed.append(batch)
+    timer.mark()
+    times = timer.intervals_s()
+    wall_s = time.perf_counter() - started
+    step_s = statistics.median(times)
+
+    flops = [train_flops(model, b) for b in timed]
+    flops_per_step = statistics.mean(flops) if flops[0] is not None else None
+    peak = peaks(device_name(device)) if device.type == "cuda" else None
+    peak_tflops = (peak[0] if low_precision else peak[1]) if peak else None
+    optimizer_bytes = ADAMW_BYTES_PER_PARAM * count_parameters(model, trainable_only=True)
+    return {
         "steps": steps,
         "warmup": warmup,
         "step_ms": step_s * 1000,
         "step_ms_min": min(times) * 1000,
-        "samples_per_s": cfg.batch_size / step_s,
-        "end_to_end_samples_per_s": cfg.batch_size * steps / wall_s,
-        "peak_memory_mb": peak_mb,
+        "samples_per_s": batches.batch_size / step_s,
+        "end_to_end_samples_per_s": batches.batch_size * steps / wall_s,
+        "peak_memory_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
         "real_tokens_per_step": statistics.mean(float((b.inputs != PAD).sum()) for b in timed),
         "padded_tokens_per_step": statistics.mean(float(b.inputs.numel()) for b in timed),
         "masked_per_step": statistics.mean(float((b.targets != IGNORE).sum()) for b in timed),
+        "mask_slots_per_step": statistics.mean(float(b.targets.numel()) for b in timed),
         "flops_per_step": flops_per_step,
         "tflops": flops_per_step / step_s / 1e12 if flops_per_step else None,
         "peak_tflops": peak_tflops,
@@ -250,14 +259,7 @@ def bench_recipe(recipe: Recipe, steps: int = 20, warmup: int = 5, dataset: Data
         "compute_floor_ms": flops_per_step / (peak_tflops * 1e12) * 1000 if flops_per_step and peak_tflops else None,
         "optimizer_bytes_per_step": optimizer_bytes,
         "optimizer_floor_ms": optimizer_bytes / (peak[2] * 1e12) * 1000 if peak else None,
-        "device": name,
-        "torch": torch.__version__,
     }
-    del timed
-    result.update(bench_data(batches, data_batches, device))
-    if eval_users != 0:
-        result.update(bench_eval(model, split.test, recipe, precision, compiler, device, eval_users))
-    return result
 
 
 def bench_data(batches: ClozeBatches, count: int, device: torch.device) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
+from rich.console import Console
 from rich.table import Table
 
 from recengine import bench as engine
@@ -32,7 +33,7 @@ def bench(
     extra: Optional[list[str]] = typer.Argument(None, help="section.key=value overrides, or more matrix axes (plugin=a,b)."),
     shape: Optional[str] = typer.Option(None, "--shape", help=f"Synthetic data and model of a named shape: {', '.join(engine.SHAPES)}."),
     matrix: Optional[list[str]] = typer.Option(None, "--matrix", help="An axis to compare, e.g. precision=fp32,amp (repeatable)."),
-    steps: int = typer.Option(20, "--steps", min=1, help="Timed training steps (the median is reported)."),
+    steps: int = typer.Option(20, "--steps", min=0, help="Timed training steps (the median is reported; 0: skip the step benchmark)."),
     warmup: int = typer.Option(5, "--warmup", min=0, help="Untimed steps first (compilation happens here)."),
     users: Optional[int] = typer.Option(None, "--users", min=10, help="Users of the --shape data (default: the shape's, 730,000 for Electronics)."),
     eval_users: int = typer.Option(4096, "--eval-users", min=-1, help="Test users to evaluate (0: skip evaluation, -1: all)."),
@@ -64,7 +65,8 @@ def bench(
         if json_out is not None:  # after every setting, so a long matrix that is cut short keeps what it measured
             json_out.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_text(json_out, json.dumps(results, indent=2))
-    console.print(results_table(results))
+    out = console if console.is_terminal else Console(width=150)  # a log file gets every column
+    out.print(results_table(results))
     if json_out is not None:
         console.print(f"results written to {json_out}")
 
@@ -75,13 +77,14 @@ def _fmt(value: Any, spec: str) -> str:
 
 def results_table(results: list[dict[str, Any]]) -> Table:
     first = results[0]
-    table = Table(title=f"recengine bench: {first['recipe']} on {first['device']} (torch {first['torch']})")
+    table = Table(title_justify="left", title=f"recengine bench: {first['recipe']} on {first['device']} (torch {first['torch']})")
     for name in ("setting", "samples/s", "step ms", "peak MB", "TFLOP/step", "MFU", "optim floor ms", "data samples/s", "eval users/s"):
         table.add_column(name, justify="left" if name == "setting" else "right")
     for r in results:
+        flops, mfu = r.get("flops_per_step"), r.get("mfu")
         table.add_row(
-            r["setting"], _fmt(r["samples_per_s"], ",.0f"), _fmt(r["step_ms"], ".2f"), _fmt(r["peak_memory_mb"], ",.0f"),
-            _fmt(r["flops_per_step"] and r["flops_per_step"] / 1e12, ".3f"), _fmt(r["mfu"] and 100 * r["mfu"], ".1f") + ("%" if r["mfu"] else ""),
-            _fmt(r["optimizer_floor_ms"], ".2f"), _fmt(r.get("data_samples_per_s"), ",.0f"), _fmt(r.get("eval_users_per_s"), ",.0f"),
+            r["setting"], _fmt(r.get("samples_per_s"), ",.0f"), _fmt(r.get("step_ms"), ".2f"), _fmt(r.get("peak_memory_mb"), ",.0f"),
+            _fmt(flops and flops / 1e12, ".3f"), _fmt(mfu and 100 * mfu, ".1f") + ("%" if mfu else ""),
+            _fmt(r.get("optimizer_floor_ms"), ".2f"), _fmt(r.get("data_samples_per_s"), ",.0f"), _fmt(r.get("eval_users_per_s"), ",.0f"),
         )
     return table

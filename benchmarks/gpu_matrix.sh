@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The whole GPU training-speed matrix in one go, on one GPU, in under 8 minutes:
+#   85M / 130M / 430M Electronics shapes x precision fp32, amp (bf16) x compiler eager, torch-compile,
+#   one 130M amp+compile run with length grouping, and full-ranking evaluation of 730,000 users at 130M.
+#
+# Usage (from the repository root, with recengine installed in .venv or on PATH):
+#   benchmarks/gpu_matrix.sh [OUT_DIR]        # default: benchmarks/results/gpu-<date>
+#
+# Each `recengine bench` call writes its JSON after every setting and runs under its own
+# time limit, so a slow compile costs that call's remaining settings, never the whole script.
+# The most important settings come first in each matrix (amp + torch-compile).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:-benchmarks/results/gpu-$(date +%Y%m%d-%H%M%S)}
+mkdir -p "$OUT"
+BENCH=${BENCH:-$( [ -x .venv/bin/recengine ] && echo .venv/bin/recengine || echo recengine )}
+RECIPE=recipes/quickstart.toml   # only its train/eval defaults matter: --shape replaces data and model
+STEP_ARGS="--users 100000 --steps 30 --warmup 8 --data-batches 100 --eval-users 0"
+MATRIX="--matrix precision=amp,fp32 compiler=torch-compile,eager"
+
+{ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv || true
+  python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)" 2>/dev/null || .venv/bin/python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
+} | tee "$OUT/machine.txt"
+
+run() {  # run LIMIT_S NAME ARGS...: one bench call under a time limit, its log beside its JSON
+  local limit=$1 name=$2; shift 2
+  echo "== $name (limit ${limit}s)"
+  local started=$SECONDS
+  timeout --signal=INT --kill-after=10 "$limit" "$BENCH" bench "$RECIPE" run.device=cuda "$@" --json "$OUT/$name.json" \
+    > "$OUT/$name.log" 2>&1
+  echo "   exit $? after $((SECONDS - started))s"; tail -n 12 "$OUT/$name.log"
+}
+
+run 130 electronics-130m --shape electronics-130m $MATRIX $STEP_ARGS
+run 100 electronics-85m  --shape electronics-85m  $MATRIX $STEP_ARGS
+run 130 electronics-430m --shape electronics-430m $MATRIX $STEP_ARGS
+# Length grouping: batches of similar lengths, trimmed far below 50 (changes batch composition, not the data).
+run 45 electronics-130m-grouped --shape electronics-130m --matrix precision=amp compiler=torch-compile train.length_grouping=64 $STEP_ARGS
+# Evaluation of all 730,000 users at 130M (no training steps).
+run 55 electronics-130m-eval730k --shape electronics-130m --matrix precision=amp compiler=torch-compile \
+  --users 730000 --steps 0 --data-batches 0 --eval-users -1
+
+echo "results in $OUT"
