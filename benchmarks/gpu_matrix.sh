@@ -8,15 +8,17 @@
 #
 # Each `recengine bench` call writes its JSON after every setting and runs under its own
 # time limit, so a slow compile costs that call's remaining settings, never the whole script.
-# The most important settings come first in each matrix (amp + torch-compile).
+# The most important settings come first (amp + torch-compile); fp32 + compile comes last.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-benchmarks/results/gpu-$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$OUT"
 BENCH=${BENCH:-$( [ -x .venv/bin/recengine ] && echo .venv/bin/recengine || echo recengine )}
 RECIPE=recipes/quickstart.toml   # only its train/eval defaults matter: --shape replaces data and model
-STEP_ARGS="--users 100000 --steps 30 --warmup 8 --data-batches 100 --eval-users 0"
-MATRIX="--matrix precision=amp,fp32 compiler=torch-compile,eager"
+STEP_ARGS="--users 100000 --steps 20 --warmup 6 --data-batches 100 --eval-users 0"
+# dynamic=true: one compilation per function instead of a static one then a dynamic one
+# (trimmed lengths and masked-position budgets vary between batches).
+COMPILE="--matrix compiler=torch-compile compiler.dynamic=true"
 
 { nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv || true
   python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)" 2>/dev/null || .venv/bin/python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
@@ -31,13 +33,18 @@ run() {  # run LIMIT_S NAME ARGS...: one bench call under a time limit, its log 
   echo "   exit $? after $((SECONDS - started))s"; tail -n 12 "$OUT/$name.log"
 }
 
-run 130 electronics-130m --shape electronics-130m $MATRIX $STEP_ARGS
-run 100 electronics-85m  --shape electronics-85m  $MATRIX $STEP_ARGS
-run 130 electronics-430m --shape electronics-430m $MATRIX $STEP_ARGS
-# Length grouping: batches of similar lengths, trimmed far below 50 (changes batch composition, not the data).
-run 45 electronics-130m-grouped --shape electronics-130m --matrix precision=amp compiler=torch-compile train.length_grouping=64 $STEP_ARGS
-# Evaluation of all 730,000 users at 130M (no training steps).
-run 55 electronics-130m-eval730k --shape electronics-130m --matrix precision=amp compiler=torch-compile \
+# Worst case (every call hits its limit): 480 s. Most important first.
+for shape in electronics-130m electronics-85m electronics-430m; do
+  run 60 "$shape-amp-compile" --shape "$shape" --matrix precision=amp $COMPILE $STEP_ARGS
+  run 35 "$shape-eager" --shape "$shape" --matrix precision=amp,fp32 --matrix compiler=eager $STEP_ARGS
+done
+# Evaluation of all 730,000 users at 130M, bf16 (no training steps).
+run 45 electronics-130m-eval730k --shape electronics-130m --matrix precision=amp --matrix compiler=eager \
   --users 730000 --steps 0 --data-batches 0 --eval-users -1
+# Length grouping: batches of similar lengths, trimmed far below 50 (changes batch composition, not the data).
+run 30 electronics-130m-grouped --shape electronics-130m --matrix precision=amp --matrix compiler=eager train.length_grouping=64 $STEP_ARGS
+for shape in electronics-130m electronics-85m electronics-430m; do
+  run 45 "$shape-fp32-compile" --shape "$shape" --matrix precision=fp32 $COMPILE $STEP_ARGS
+done
 
 echo "results in $OUT"

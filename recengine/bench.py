@@ -198,6 +198,7 @@ def bench_recipe(recipe: Recipe, steps: int = 20, warmup: int = 5, dataset: Data
         "precision": recipe.precision.name,
         "compiler": recipe.compiler.name,
         "adapter": recipe.adapter.name,
+        "plugins": {kind: getattr(recipe, kind).to_dict() for kind in ("model", "precision", "compiler", "adapter")},
         "batch_size": cfg.batch_size,
         "length_grouping": cfg.length_grouping,
         "parameters": count_parameters(model),

@@ -45,7 +45,7 @@ def bench(
     axes = list(matrix or []) + [a for a in extra if "." not in a.partition("=")[0]]
     overrides = [a for a in extra if "." in a.partition("=")[0]]
     registry = load_registry()
-    base = load_recipe(recipe, registry, overrides)  # bad overrides are reported against the file
+    base = load_recipe(recipe, registry)  # overrides come last, after --shape and the matrix's plugin choices
     dataset = None
     if shape is not None:
         if shape not in engine.SHAPES:
