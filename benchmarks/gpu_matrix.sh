@@ -13,7 +13,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-benchmarks/results/gpu-$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$OUT"
-BENCH=${BENCH:-$( [ -x .venv/bin/recengine ] && echo .venv/bin/recengine || echo recengine )}
+BENCH=${BENCH:-$( [ -x .venv/bin/recengine ] && echo .venv/bin/recengine || echo "python3 -m recengine" )}  # a command, may hold spaces
 RECIPE=recipes/quickstart.toml   # only its train/eval defaults matter: --shape replaces data and model
 STEP_ARGS="--users 100000 --steps 20 --warmup 6 --data-batches 100 --eval-users 0"
 # dynamic=true: one compilation per function instead of a static one then a dynamic one
@@ -28,7 +28,7 @@ run() {  # run LIMIT_S NAME ARGS...: one bench call under a time limit, its log 
   local limit=$1 name=$2; shift 2
   echo "== $name (limit ${limit}s)"
   local started=$SECONDS
-  timeout --signal=INT --kill-after=10 "$limit" "$BENCH" bench "$RECIPE" run.device=cuda "$@" --json "$OUT/$name.json" \
+  timeout --signal=INT --kill-after=10 "$limit" $BENCH bench "$RECIPE" run.device=cuda "$@" --json "$OUT/$name.json" \
     > "$OUT/$name.log" 2>&1
   echo "   exit $? after $((SECONDS - started))s"; tail -n 12 "$OUT/$name.log"
 }
