@@ -1,8 +1,9 @@
 """The training losses a recipe can choose (``train.loss``), each built once.
 
-Every loss takes (model, hidden [B, L, H], labels [B, L]) and scores only the positions
-whose label is not padding, exactly like the default full cross-entropy of
-``recengine.loss`` (which stays the default and is called as is).
+Every loss takes (hidden [B, L, H], positions [K], targets [K]): a fixed-size list of flat
+positions to score and their target items, with ``IGNORE`` in padding slots (see
+``recengine.data.batching``), so no loss needs a host sync. The default full cross-entropy
+is ``recengine.loss.cross_entropy_at``, chunked over the catalog.
 
 - ``ce``: full softmax cross-entropy over the catalog (with label smoothing).
 - ``sampled_softmax``: softmax over the target and N negatives shared by the batch, drawn
@@ -26,15 +27,21 @@ import torch
 import torch.nn.functional as F
 
 from recengine.data.sequences import PAD
-from recengine.loss import masked_cross_entropy
+from recengine.loss import IGNORE, cross_entropy_at
 from recengine.model import SequenceModel
 
-Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (hidden, labels) -> scalar
+Loss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (hidden, positions, targets) -> scalar
 
 
-def _queries(model: SequenceModel, hidden: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    selected = labels != PAD
-    return model.project(hidden[selected]), labels[selected]
+def _queries(model: SequenceModel, hidden: torch.Tensor, positions: torch.Tensor, targets: torch.Tensor):
+    """(queries [K, H'], targets with padding slots pointing at item 1, valid-slot mask [K])."""
+    valid = targets != IGNORE
+    queries = model.project(hidden.reshape(-1, hidden.shape[-1])[positions])
+    return queries, torch.where(valid, targets, 1), valid
+
+
+def _mean(per_slot: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    return (per_slot * valid).sum() / valid.sum().clamp(min=1)
 
 
 def _candidate_logits(model: SequenceModel, queries: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -49,7 +56,7 @@ def _candidate_logits(model: SequenceModel, queries: torch.Tensor, targets: torc
 
 
 def full_cross_entropy(model: SequenceModel, label_smoothing: float = 0.0) -> Loss:
-    return lambda hidden, labels: masked_cross_entropy(model, hidden, labels, label_smoothing)
+    return lambda hidden, positions, targets: cross_entropy_at(model, hidden, positions, targets, label_smoothing)
 
 
 def sampled_softmax(model: SequenceModel, negatives: int, item_counts: np.ndarray | None, sampling: str = "popularity") -> Loss:
@@ -60,14 +67,14 @@ def sampled_softmax(model: SequenceModel, negatives: int, item_counts: np.ndarra
     cdf = torch.cumsum(probs, 0)
     log_q = torch.log(probs.clamp(min=1e-30))
 
-    def loss(hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        queries, targets = _queries(model, hidden, labels)
+    def loss(hidden: torch.Tensor, positions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        queries, targets, valid = _queries(model, hidden, positions, targets)
         draws = torch.rand(negatives, device=hidden.device)
         sampled = torch.searchsorted(cdf.to(hidden.device), draws * cdf[-1]).clamp(1, model.num_items)
         positive, negative = _candidate_logits(model, queries, targets, sampled)
         q = log_q.to(hidden.device)
         logits = torch.cat([(positive - q[targets])[:, None], negative - q[sampled][None, :]], dim=1)
-        return F.cross_entropy(logits, torch.zeros(len(targets), dtype=torch.long, device=hidden.device))
+        return _mean(F.cross_entropy(logits, torch.zeros(len(targets), dtype=torch.long, device=hidden.device), reduction="none"), valid)
 
     return loss
 
@@ -76,26 +83,26 @@ def gbce(model: SequenceModel, negatives: int, t: float) -> Loss:
     alpha = negatives / max(model.num_items - 1, 1)
     beta = alpha * (t * (1 - 1 / alpha) + 1 / alpha)
 
-    def loss(hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        queries, targets = _queries(model, hidden, labels)
+    def loss(hidden: torch.Tensor, positions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        queries, targets, valid = _queries(model, hidden, positions, targets)
         sampled = torch.randint(1, model.num_items + 1, (negatives,), device=hidden.device)
         positive, negative = _candidate_logits(model, queries, targets, sampled)
         # -log(sigmoid(s)^beta) = beta * softplus(-s); -log(1 - sigmoid(s)) = softplus(s)
         per_position = beta * F.softplus(-positive) + F.softplus(negative).sum(dim=1)
-        return per_position.mean() / (negatives + 1)
+        return _mean(per_position, valid) / (negatives + 1)
 
     return loss
 
 
 def focal(model: SequenceModel, gamma: float) -> Loss:
-    def loss(hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        queries, targets = _queries(model, hidden, labels)
+    def loss(hidden: torch.Tensor, positions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        queries, targets, valid = _queries(model, hidden, positions, targets)
         weight, bias = model.output_embedding()
         logits = queries @ weight.t()
         if bias is not None:
             logits = logits + bias
         log_p = F.log_softmax(logits.float(), dim=1).gather(1, targets[:, None]).squeeze(1)
-        return (-((1 - log_p.exp()) ** gamma) * log_p).mean()
+        return _mean(-((1 - log_p.exp()) ** gamma) * log_p, valid)
 
     return loss
 

@@ -45,6 +45,8 @@ class TrainSection(Section):
     grad_clip: float = Field(1.0, gt=0, description="Maximum global gradient norm.")
     mask_prob: float = Field(0.2, gt=0, lt=1, description="Share of items replaced by [MASK] in the cloze task.")
     mask_last: bool = Field(True, description="Always mask the last item of a training window (the next-item task).")
+    length_grouping: int = Field(0, ge=0, description="Sort users by length within pools of this many batches, so batches trim to "
+                                 "short lengths (0: off, plain shuffling; e.g. 64 trains much faster on short sequences).")
     window: Literal["random", "last"] = Field("random", description="Which max_len window of a long history to train on each epoch.")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="Label smoothing of the cross-entropy.")
     patience: int = Field(5, ge=1, description="Stop after this many validations without a better validation metric.")

@@ -3,7 +3,7 @@
 A model plugin declares ``training_task`` (see ``recengine.model.SequenceModel``):
 ``"cloze"`` (BERT4Rec: random items replaced by [MASK]) or ``"next_item"`` (causal
 models such as SASRec: every position predicts its own item from the ones before it).
-Both yield ``Batch(inputs, labels)`` with PAD labels where there is nothing to predict,
+Both yield ``Batch(inputs, labels, positions, targets)`` with PAD labels where there is nothing to predict,
 so the losses and the training loop are the same for every task.
 """
 
@@ -18,9 +18,9 @@ from recengine.errors import UserError
 
 TASKS = {
     "cloze": lambda seqs, max_len, cfg, seed, device: ClozeBatches(
-        seqs, max_len, cfg.batch_size, cfg.mask_prob, cfg.mask_last, cfg.window, seed, device),
+        seqs, max_len, cfg.batch_size, cfg.mask_prob, cfg.mask_last, cfg.window, seed, device, length_grouping=cfg.length_grouping),
     "next_item": lambda seqs, max_len, cfg, seed, device: NextItemBatches(
-        seqs, max_len, cfg.batch_size, cfg.window, seed, device),
+        seqs, max_len, cfg.batch_size, cfg.window, seed, device, length_grouping=cfg.length_grouping),
 }
 
 

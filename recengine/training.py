@@ -110,13 +110,14 @@ class TrainStep:
         self.guard = guard or NonFiniteGuard(train_cfg.max_bad_steps)
         self.trainable = [p for p in model.parameters() if p.requires_grad]
         loss = build_loss(model, train_cfg, item_counts)  # chosen once: train.loss
-        self.loss_fn = compiler(lambda inputs, labels: loss(model.encode(inputs), labels))
+        # Fixed-size masked positions (see data/batching.py): no host sync inside the step.
+        self.loss_fn = compiler(lambda inputs, positions, targets: loss(model.encode(inputs), positions, targets))
 
     def __call__(self, batch, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         with self.precision.autocast():
-            loss = self.loss_fn(batch.inputs, batch.labels)
+            loss = self.loss_fn(batch.inputs, batch.positions, batch.targets)
         self.optimizer.zero_grad(set_to_none=True)
         self.precision.scaler.scale(loss).backward()
         self.precision.scaler.unscale_(self.optimizer)

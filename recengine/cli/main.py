@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from recengine.cli import evaluate, export, plugins, profile, recipes, recommend, report, study, tensorboard, train
+from recengine.cli import bench, evaluate, export, plugins, profile, recipes, recommend, report, study, tensorboard, train
 
 app = typer.Typer(
     help="Train, evaluate and serve transformer sequential recommenders.",
@@ -16,6 +16,7 @@ app.command(epilog=train.EXAMPLES)(train.train)
 app.command(epilog="Example: recengine evaluate runs/quickstart-demo --split test")(evaluate.evaluate)
 app.command(epilog=recommend.EXAMPLES)(recommend.recommend)
 app.command(epilog=export.EXAMPLES)(export.export)
+app.command(epilog=bench.EXAMPLES)(bench.bench)
 app.command(epilog=profile.EXAMPLES)(profile.profile)
 app.command(epilog=study.EXAMPLES)(study.study)
 app.command(epilog=report.EXAMPLES)(report.report)

@@ -8,11 +8,9 @@ no context to predict it from.
 
 from __future__ import annotations
 
-from typing import Iterator
-
 import torch
 
-from recengine.data.batching import Batch, ClozeBatches, gather_windows
+from recengine.data.batching import ClozeBatches
 from recengine.data.sequences import PAD
 
 
@@ -26,14 +24,9 @@ def next_item_labels(tokens: torch.Tensor) -> torch.Tensor:
 class NextItemBatches(ClozeBatches):
     """The same shuffled, seeded windows as ``ClozeBatches``, labelled for next-item training."""
 
-    def __init__(self, seqs, max_len: int, batch_size: int, window: str = "random", seed: int = 0, device="cpu"):
-        super().__init__(seqs, max_len, batch_size, mask_prob=0.5, mask_last=True, window=window, seed=seed, device=device)
+    def __init__(self, seqs, max_len: int, batch_size: int, window: str = "random", seed: int = 0, device="cpu", length_grouping: int = 0):
+        super().__init__(seqs, max_len, batch_size, mask_prob=0.5, mask_last=True, window=window, seed=seed, device=device,
+                         length_grouping=length_grouping)
 
-    def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[Batch]:
-        g = self._generator(epoch)
-        order = torch.randperm(self.num_users, generator=g, device=self.device)
-        ends = self._window_ends(g)
-        for b in range(start_batch, len(self)):
-            users = order[b * self.batch_size : (b + 1) * self.batch_size]
-            tokens = gather_windows(self.items, self.starts[users], ends[users], self.max_len)
-            yield Batch(tokens, next_item_labels(tokens))
+    def label(self, tokens: torch.Tensor, epoch: int, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return tokens, next_item_labels(tokens)
