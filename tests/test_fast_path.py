@@ -1,7 +1,7 @@
 """The fast path (trimmed batches, fixed-size masked positions, chunked CE, amp, compile)
 learns what the plain path learns: same data and seed, matching loss trajectories."""
 
-from types import SimpleNamespace
+from recengine.recipe import TrainSection
 
 import pytest
 import torch
@@ -14,7 +14,7 @@ from recengine.training import TrainStep, adamw
 from recengine_plugins.bert4rec import bert4rec
 
 CPU = torch.device("cpu")
-CFG = SimpleNamespace(label_smoothing=0.0, grad_clip=1.0)
+CFG = TrainSection()
 
 
 def _seqs():

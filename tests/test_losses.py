@@ -1,6 +1,8 @@
 """Each loss decreases on a tiny problem."""
 
 import pytest
+
+from recengine.data.batching import masked_positions
 import torch
 
 from recengine.data.next_item import NextItemBatches
@@ -23,7 +25,7 @@ def test_loss_decreases(loss):
     losses = []
     for _ in range(30):
         torch.manual_seed(1)  # the same negatives every step: a fair before/after comparison
-        value = fn(model.encode(batch.inputs), batch.labels)
+        value = fn(model.encode(batch.inputs), batch.positions, batch.targets)
         optimizer.zero_grad()
         value.backward()
         optimizer.step()
@@ -38,9 +40,9 @@ def test_gbce_with_t_zero_is_plain_bce():
     hidden = torch.randn(2, 4, 8)
     labels = torch.tensor([[0, 3, 0, 5], [0, 0, 0, 7]])
     torch.manual_seed(2)
-    zero = build_loss(model, TrainSection(loss="gbce", gbce_t=0.0, loss_negatives=5))(hidden, labels)
+    zero = build_loss(model, TrainSection(loss="gbce", gbce_t=0.0, loss_negatives=5))(hidden, *masked_positions(labels))
     torch.manual_seed(2)
-    one = build_loss(model, TrainSection(loss="gbce", gbce_t=1.0, loss_negatives=5))(hidden, labels)
+    one = build_loss(model, TrainSection(loss="gbce", gbce_t=1.0, loss_negatives=5))(hidden, *masked_positions(labels))
     assert zero.item() != one.item()  # t changes beta, so the loss
 
 
@@ -49,6 +51,6 @@ def test_focal_with_gamma_zero_is_cross_entropy():
     model = bert4rec(20, hidden=8, layers=1, max_len=4)
     hidden = torch.randn(2, 4, 8)
     labels = torch.tensor([[0, 3, 0, 5], [0, 0, 0, 7]])
-    ce = build_loss(model, TrainSection(loss="ce"))(hidden, labels)
-    focal = build_loss(model, TrainSection(loss="focal", focal_gamma=0.0))(hidden, labels)
+    ce = build_loss(model, TrainSection(loss="ce"))(hidden, *masked_positions(labels))
+    focal = build_loss(model, TrainSection(loss="focal", focal_gamma=0.0))(hidden, *masked_positions(labels))
     assert focal.item() == pytest.approx(ce.item(), rel=1e-5)

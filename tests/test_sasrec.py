@@ -33,7 +33,7 @@ def test_model_declares_its_training_task():
     seqs = Sequences.from_lists([[1, 2, 3], [4, 5, 6, 7]], num_items=10)
 
     class Cfg:
-        batch_size, window = 2, "last"
+        batch_size, window, length_grouping = 2, "last", 0
 
     batches = training_batches(model, seqs, Cfg, seed=0, device="cpu")
     assert isinstance(batches, NextItemBatches)

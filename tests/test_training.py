@@ -79,10 +79,11 @@ def test_resume_after_a_crash_gives_the_same_final_weights(tmp_path, tiny_recipe
     assert json.loads(straight.results.read_text())["test"]["model"] == json.loads(crashed.results.read_text())["test"]["model"]
 
 
+@pytest.mark.slow
 def test_training_beats_popularity_and_writes_the_run(tmp_path, tiny_recipe):
-    recipe, run = _run(tmp_path, "run", tiny_recipe, ["train.epochs=8", "dataset.users=400", "dataset.items=60", 'monitors=[{name="tensorboard"}]'])
+    recipe, run = _run(tmp_path, "run", tiny_recipe, ["train.epochs=8", "dataset.users=1000", "dataset.items=100", "train.batch_size=32", "model.hidden=32", "train.lr=5e-3", 'monitors=[{name="tensorboard"}]'])
     results = train(recipe, run)
-    assert results["test"]["model"]["ndcg@10"] > results["test"]["popularity"]["ndcg@10"]
+    assert results["test"]["model"]["ndcg@10"] > 1.5 * results["test"]["popularity"]["ndcg@10"]
     assert run.recipe.exists() is False  # the CLI writes recipe.toml; train() writes the rest
     assert {p.name for p in run.path.iterdir()} >= {"data.json", "metrics.jsonl", "results.json", "checkpoints", "tensorboard"}
     lines = [json.loads(l) for l in run.metrics.read_text().splitlines()]

@@ -30,12 +30,12 @@ def test_amp_runs_a_train_step_on_cpu():
     from recengine.data.batching import ClozeBatches
     from recengine.data.sequences import Sequences
     from recengine_plugins.bert4rec import bert4rec
-    from types import SimpleNamespace
+    from recengine.recipe import TrainSection
 
     torch.manual_seed(0)
     model = bert4rec(30, hidden=16, layers=1, heads=2, max_len=8)
     seqs = Sequences.from_lists([[1 + (i + j) % 30 for j in range(3 + i % 6)] for i in range(32)], 30)
-    cfg = SimpleNamespace(label_smoothing=0.0, grad_clip=1.0)
+    cfg = TrainSection()
     step = TrainStep(model, adamw(model, 1e-3, 0.0, (0.9, 0.999), torch.device("cpu")), _build(), lambda fn: fn, cfg)
     batch = next(iter(ClozeBatches(seqs, 8, 16, 0.3).epoch(0)))
     before = model.output_weight.detach().clone()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from recengine import losses
 from recengine import checkpoint, training
 from recengine.errors import UserError
 from recengine.guards import NonFiniteGuard, NonFiniteStepWarning
@@ -76,7 +77,7 @@ def test_nan_loss_and_nan_gradient_are_skipped_and_leave_everything_untouched(st
     before = optimizer_and_state(model, optimizer)
 
     real_loss_fn = step.loss_fn
-    step.loss_fn = lambda inputs, labels: real_loss_fn(inputs, labels) * float("nan")
+    step.loss_fn = lambda *batch: real_loss_fn(*batch) * float("nan")
     with pytest.warns(NonFiniteStepWarning, match="step skipped"):
         step(batches[1], 1e-3)
     assert same(before, optimizer_and_state(model, optimizer))
@@ -120,7 +121,7 @@ def test_training_counts_skips_for_monitors_and_stops_keeping_good_checkpoints(t
     registry = load_registry(extra_plugins=[("recorder", RecorderPlugin)])
     recipe = load_recipe(tiny_recipe_path, registry, ["train.max_bad_steps=4", "train.epochs=2", "monitors=[{name='recorder'}]"])
     run = new_run(recipe)
-    real = training.masked_cross_entropy
+    real = losses.cross_entropy_at
     calls = {"n": 0}
 
     def flaky_loss(*args, **kwargs):
@@ -129,7 +130,7 @@ def test_training_counts_skips_for_monitors_and_stops_keeping_good_checkpoints(t
         # steps 3 and 5 are bad alone (skipped, training goes on); from step 10 on, every step is bad
         return loss * float("nan") if calls["n"] in (3, 5) or calls["n"] >= 10 else loss
 
-    monkeypatch.setattr(training, "masked_cross_entropy", flaky_loss)
+    monkeypatch.setattr(losses, "cross_entropy_at", flaky_loss)
     with pytest.warns(NonFiniteStepWarning):
         with pytest.raises(UserError, match="4 steps in a row"):
             training.train(recipe, run, console=quiet)
