@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from recengine.cli import evaluate, plugins, recipes, recommend, train
+from recengine.cli import evaluate, plugins, recipes, recommend, train, tune
 
 app = typer.Typer(
     help="Train, evaluate and serve transformer sequential recommenders.",
@@ -15,6 +15,7 @@ app = typer.Typer(
 app.command(epilog=train.EXAMPLES)(train.train)
 app.command(epilog="Example: recengine evaluate runs/quickstart-demo --split test")(evaluate.evaluate)
 app.command(epilog="Example: recengine recommend runs/quickstart-demo --history 12,7,99 -k 10")(recommend.recommend)
+app.command(epilog=tune.EXAMPLES)(tune.tune)
 app.add_typer(recipes.app, name="recipes")
 app.add_typer(plugins.app, name="plugins")
 
