@@ -125,6 +125,7 @@ def tune(
     sampler: optuna.samplers.BaseSampler | None = None,
     pruner: optuna.pruners.BasePruner | None = None,
     seed: int = 0,
+    baseline: bool = True,
     recipe_source: str = "<recipe>",
     space_source: str = "<space>",
     console: Console | None = None,
@@ -133,6 +134,8 @@ def tune(
     """Run (or resume) a search until the study holds ``n_trials`` finished trials; write the outputs.
 
     ``base`` is the recipe data as read from TOML (overrides applied); ``train`` is injectable for tests.
+    With ``baseline``, a new study's first trial is the base recipe's own values, so the table
+    shows the gain of tuning over the untuned recipe under the same budget.
     """
     console = console or Console(stderr=True)
     base_recipe = recipe_with(base, {}, registry, source=recipe_source)
@@ -199,6 +202,8 @@ def tune(
         params_text = ", ".join(f"{k}={_fmt(v)}" for k, v in trial.params.items())
         console.print(f"{line}  {params_text}  [{time.perf_counter() - started:.0f} s]", highlight=False, soft_wrap=True)
 
+    if baseline and not study.trials:
+        enqueue_baseline(study, params, base_recipe.to_dict(), console)
     finished = sum(t.state in FINISHED for t in study.trials)
     remaining = max(n_trials - finished, 0)
     if finished:
@@ -208,6 +213,21 @@ def tune(
             study.optimize(objective, n_trials=remaining, catch=(Exception,), callbacks=[progress_line], gc_after_trial=True)
     best_path, skipped = write_outputs(study, out_dir, metric, base, registry)
     return TuneResult(study, best_path, out_dir, skipped)
+
+
+def enqueue_baseline(study: optuna.Study, params: list[Param], recipe: dict[str, Any], console: Console) -> None:
+    values = {}
+    for p in params:
+        node: Any = recipe
+        for part in p.key.split("."):
+            node = node[int(part)] if isinstance(node, list) else node.get(part)
+        d = p.distribution
+        inside = node in d.choices if isinstance(d, CategoricalParam) else node is not None and d.low <= node <= d.high
+        if not inside:
+            console.print(f"no baseline trial: the recipe's {p.key} = {node!r} lies outside the space", highlight=False)
+            return
+        values[p.key] = node
+    study.enqueue_trial(values)
 
 
 def _fmt(value: Any) -> str:

@@ -43,6 +43,7 @@ def test_trials_run_and_best_recipe_is_trainable(tmp_path, registry):
     result = run_tune(tmp_path, registry, 3)
     trials = result.study.trials
     assert [t.state for t in trials] == [States.COMPLETE] * 3
+    assert trials[0].params == {"train.lr": 3e-3, "train.mask_prob": 0.2}  # trial 0: the untuned recipe's own values
     out = tmp_path / "out"
     for t in trials:  # each trial is a full run directory under the out dir
         assert (out / "trials" / f"trial-{t.number:04d}" / "results.json").is_file()

@@ -50,6 +50,7 @@ def tune(
     startup_trials: int = typer.Option(5, "--startup-trials", min=0, help="Trials to finish before the median pruner prunes."),
     warmup_epochs: int = typer.Option(1, "--warmup-epochs", min=0, help="Epochs every trial runs before it can be pruned."),
     seed: Optional[int] = typer.Option(None, "--seed", help="TPE sampler seed (default: the recipe's run.seed)."),
+    baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="Make trial 0 the recipe's own values (the untuned baseline)."),
 ) -> None:
     """Search hyperparameters of a recipe with Optuna (TPE sampling, median pruning on the validation
     metric); write the best recipe, a results table and plots."""
@@ -68,7 +69,7 @@ def tune(
     result = tuning.tune(
         base, params, registry, out_dir, trials, storage=storage, study_name=name, metric=metric,
         pruner=tuning.median_pruner(startup_trials, warmup_epochs) if pruner == "median" else optuna.pruners.NopPruner(),
-        seed=seed if seed is not None else int(base.get("run", {}).get("seed", 0)),
+        seed=seed if seed is not None else int(base.get("run", {}).get("seed", 0)), baseline=baseline,
         recipe_source=str(recipe), space_source=str(space), console=err_console,
     )
     for plot, reason in result.skipped_plots.items():

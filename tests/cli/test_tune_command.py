@@ -4,6 +4,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+import recengine
 from typer.testing import CliRunner
 
 from recengine.cli.main import app
@@ -22,6 +24,7 @@ def invoke(*args):
 def test_without_optuna_prints_the_install_line(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "optuna", None)  # `import optuna` now raises ModuleNotFoundError
     monkeypatch.delitem(sys.modules, "recengine.tune", raising=False)
+    monkeypatch.delattr(recengine, "tune", raising=False)  # else `from recengine import tune` finds the loaded module
     result = invoke(DATA / "tune-tiny.toml", "--space", DATA / "tune-space.toml", "--out", tmp_path / "out")
     assert result.exit_code == 1
     assert result.output.strip() == f"error: {INSTALL}"
