@@ -42,6 +42,7 @@ from recengine.plugins import Registry
 from recengine.runs import RunDir
 from recengine.tune_space import CategoricalParam, FloatParam, Param, check_space, recipe_with
 
+HEARTBEAT_SECONDS, GRACE_SECONDS = 30, 120  # a trial silent for GRACE_SECONDS is taken as killed
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
 
 
@@ -69,7 +70,7 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
                 retry = {"heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)}
             else:
                 retry = {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=1)}
-            return optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=120, **retry)
+            return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS, **retry)
     except Exception as exc:  # bad URL, missing driver, unreadable file
         raise UserError(f"--storage {url}: cannot open the study database ({exc.__class__.__name__}: {exc}); "
                         "use a URL such as sqlite:///tune.db") from None

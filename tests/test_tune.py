@@ -1,5 +1,6 @@
 """`recengine.tune` end to end on a tiny synthetic recipe: real trials, resume, pruning, failures."""
 
+import time
 from pathlib import Path
 
 import pytest
@@ -76,6 +77,22 @@ def test_interrupted_search_resumes_to_the_total(tmp_path, registry):
     assert (tmp_path / "out" / "trials.csv").read_text().count("\n") == 5
 
 
+@pytest.mark.slow
+def test_a_killed_trial_is_failed_and_retried_on_resume(tmp_path, registry, monkeypatch):
+    monkeypatch.setattr(tuning, "HEARTBEAT_SECONDS", 1)
+    monkeypatch.setattr(tuning, "GRACE_SECONDS", 1)
+    study = run_tune(tmp_path, registry, 0).study
+    killed = study.ask()  # takes the queued baseline trial and samples, as a search that is then killed would
+    for param in read_space(DATA / "tune-space.toml"):
+        tuning.suggest(killed, param)
+    study._storage.record_heartbeat(killed._trial_id)
+    time.sleep(2.5)  # its heartbeat goes stale
+    fake_results = {"valid": {"model": {"ndcg@10": 0.5}}, "test": {"model": {"ndcg@10": 0.4}}}
+    trials = run_tune(tmp_path, registry, 1, train=lambda recipe, run, **kw: fake_results).study.trials
+    assert [t.state for t in trials] == [States.FAIL, States.COMPLETE]
+    assert trials[1].params == trials[0].params == {"train.lr": 3e-3, "train.mask_prob": 0.2}
+
+
 def test_resume_refuses_another_space(tmp_path, registry):
     run_tune(tmp_path, registry, 0)  # creates the study, runs nothing
     other = read_space(DATA / "tune-space.toml")[:1]
@@ -90,6 +107,7 @@ class PruneAllButFirst(optuna.pruners.BasePruner):
         return trial.number > 0
 
 
+@pytest.mark.slow
 def test_trials_are_pruned_after_reporting(tmp_path, registry):
     result = run_tune(tmp_path, registry, 3, pruner=PruneAllButFirst())
     assert [t.state for t in result.study.trials] == [States.COMPLETE, States.PRUNED, States.PRUNED]
@@ -109,6 +127,7 @@ def test_median_pruner_is_the_default(tmp_path, registry):
     assert isinstance(result.study.sampler, optuna.samplers.TPESampler)
 
 
+@pytest.mark.slow
 def test_failed_trial_is_recorded_and_search_goes_on(tmp_path, registry):
     calls = []
 
@@ -127,6 +146,7 @@ def test_failed_trial_is_recorded_and_search_goes_on(tmp_path, registry):
     assert result.best_recipe.is_file()
 
 
+@pytest.mark.slow
 def test_a_combination_the_recipe_rejects_fails_only_that_trial(tmp_path, registry):
     # hidden 12 with heads 8 is invalid, though each value alone is valid with the base recipe.
     space = tmp_path / "space.toml"
