@@ -115,3 +115,9 @@ def read_space_text(text):
         path = Path(tmp) / "space.toml"
         path.write_text(text)
         return read_space(path)
+
+
+@pytest.mark.parametrize("space_file", sorted((Path(__file__).parent.parent / "spaces").glob("*.toml")), ids=lambda p: p.name)
+def test_bundled_spaces_fit_the_quickstart_recipe(space_file, registry):
+    quickstart = Path(__file__).parent.parent / "recipes" / "quickstart.toml"
+    check_space(read_space(space_file), read_toml(quickstart), registry, str(space_file))
