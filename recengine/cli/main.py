@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from recengine.cli import bench, evaluate, export, plugins, profile, recipes, recommend, report, study, tensorboard, train
+from recengine.cli import bench, evaluate, export, plugins, profile, recipes, recommend, report, study, tensorboard, train, tune
 
 app = typer.Typer(
     help="Train, evaluate and serve transformer sequential recommenders.",
@@ -21,6 +21,7 @@ app.command(epilog=profile.EXAMPLES)(profile.profile)
 app.command(epilog=study.EXAMPLES)(study.study)
 app.command(epilog=report.EXAMPLES)(report.report)
 app.command(epilog=tensorboard.EXAMPLES)(tensorboard.tensorboard)
+app.command(epilog=tune.EXAMPLES)(tune.tune)
 app.add_typer(recipes.app, name="recipes")
 app.add_typer(plugins.app, name="plugins")
 
