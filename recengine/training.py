@@ -233,15 +233,17 @@ def train(recipe: Recipe, run: RunDir, resume: bool = False, console: Console | 
                 loss, grad_norm = train_step(batch, lr)
                 profiler.step()
                 state.step, state.batch = state.step + 1, state.batch + 1
-                state.skipped_steps = train_step.guard.skipped
                 progress.advance(task, len(batch))
                 if state.step % cfg.log_every_steps == 0:
+                    state.skipped_steps = train_step.guard.skipped  # a host sync, like loss.item(): only at log steps
                     monitors.log_scalars(state.step, {"train/loss": loss.item(), "train/lr": lr, "train/grad_norm": grad_norm.item(),
                                                       "train/skipped_steps": state.skipped_steps,
                                                       "train/samples_per_s": progress.tasks[task].speed or 0.0})
                 if cfg.checkpoint_every_steps and state.step % cfg.checkpoint_every_steps == 0:
+                    state.skipped_steps = train_step.guard.skipped
                     save_checkpoint(run, model, adapter, optimizer, state, cfg.keep_last, best=False)
             state.epoch, state.batch = state.epoch + 1, 0
+            state.skipped_steps = train_step.guard.skipped
             if state.epoch % cfg.eval_every_epochs and state.epoch < cfg.epochs:
                 continue
             metrics = validate()

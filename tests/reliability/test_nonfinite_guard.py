@@ -145,3 +145,32 @@ def test_training_counts_skips_for_monitors_and_stops_keeping_good_checkpoints(t
     assert all(torch.isfinite(t).all() and torch.equal(t, at_10[k]) for k, t in at_12.items())
     logged = {step: values["train/skipped_steps"] for step, values in RECORDED[-1].scalars if "train/skipped_steps" in values}
     assert [logged[s] for s in (2, 3, 4, 5, 9, 10, 12)] == [0, 1, 1, 2, 2, 3, 5]
+
+
+def test_fused_optimizer_skips_on_the_device_and_reports_at_check():
+    """With a fused AdamW (as on CUDA) the guard decides on the device: no host sync per step."""
+    model = torch.nn.Linear(4, 2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1, fused=True)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    guard = NonFiniteGuard(max_bad_steps=3)
+
+    def step(poison: bool):
+        loss = model(torch.ones(1, 4)).sum() * (float("nan") if poison else 1.0)
+        optimizer.zero_grad()
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        return guard.step(scaler, optimizer, loss, norm)
+
+    assert step(False) is None  # decided on the device
+    before = [p.detach().clone() for p in model.parameters()]
+    moments = [optimizer.state[p]["exp_avg"].clone() for p in model.parameters()]
+    step(True)
+    step(True)
+    assert all(torch.equal(a, p) for a, p in zip(before, model.parameters()))
+    assert all(torch.equal(m, optimizer.state[p]["exp_avg"]) for m, p in zip(moments, model.parameters()))
+    with pytest.warns(NonFiniteStepWarning, match="2 step"):
+        assert guard.skipped == 2
+    assert guard.in_a_row == 2
+    step(True)
+    with pytest.warns(NonFiniteStepWarning), pytest.raises(UserError, match="3 steps in a row"):
+        guard.check()
