@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from recengine.data.sequences import PAD
-from recengine.model import SequenceModel
+from recengine.model import SequenceModel, compute_dtype, output_logits
 
 IGNORE = -100  # target of a padding slot in a fixed-size batch of masked positions (F.cross_entropy's ignore_index)
 CHUNK_ELEMENTS = 2**26  # logits per chunk: 256 MB in fp32
@@ -92,12 +92,28 @@ def chunked_cross_entropy(queries: torch.Tensor, weight: torch.Tensor, bias: tor
     return _ChunkedCrossEntropy.apply(queries, weight, bias, targets, float(label_smoothing), int(chunk), dtype)
 
 
+def low_precision_cross_entropy(queries: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor,
+                                label_smoothing: float = 0.0) -> torch.Tensor:
+    """Cross-entropy on bf16/fp16 logits: the [masked, catalog] matrix exists only in the low
+    precision (never in fp32), and ``F.cross_entropy`` accumulates its softmax in fp32
+    internally. Four passes over the logits instead of the chunked version's ~20, and plain
+    ops that torch.compile can fuse."""
+    logits = output_logits(queries, weight, bias)
+    if label_smoothing:  # smoothing averages over every class: leave out the -inf padding columns
+        logits = logits[:, : weight.shape[0]]
+    with torch.autocast(queries.device.type, enabled=False):  # autocast would upcast the whole matrix to fp32
+        return F.cross_entropy(logits, targets, ignore_index=IGNORE, label_smoothing=label_smoothing)
+
+
 def cross_entropy_at(model: SequenceModel, hidden: torch.Tensor, positions: torch.Tensor, targets: torch.Tensor,
                      label_smoothing: float = 0.0, chunk: int | None = None) -> torch.Tensor:
     """Loss at a fixed-size set of flat ``positions`` into ``hidden`` [B, L, H]; slots whose
-    target is ``IGNORE`` are padding. A fixed size means no host sync and static shapes."""
+    target is ``IGNORE`` are padding. A fixed size means no host sync and static shapes.
+    Under bf16/fp16 autocast the logits stay in that precision; in fp32 they are chunked."""
     queries = model.project(hidden.reshape(-1, hidden.shape[-1])[positions])
     weight, bias = model.output_embedding()
+    if compute_dtype(queries) in (torch.bfloat16, torch.float16):
+        return low_precision_cross_entropy(queries, weight, bias, targets, label_smoothing)
     return chunked_cross_entropy(queries, weight, bias, targets, label_smoothing, chunk)
 
 
