@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from recengine.cli import evaluate, plugins, recipes, recommend, train
+from recengine.cli import data, evaluate, plugins, recipes, recommend, train
 
 app = typer.Typer(
     help="Train, evaluate and serve transformer sequential recommenders.",
@@ -17,6 +17,7 @@ app.command(epilog="Example: recengine evaluate runs/quickstart-demo --split tes
 app.command(epilog="Example: recengine recommend runs/quickstart-demo --history 12,7,99 -k 10")(recommend.recommend)
 app.add_typer(recipes.app, name="recipes")
 app.add_typer(plugins.app, name="plugins")
+app.add_typer(data.app, name="data")
 
 
 def main() -> None:
