@@ -67,13 +67,19 @@ class Format:
     time_scale: int = 1
     encoding: str = "utf-8"
 
-    def matches(self, lines: list[str]) -> bool:
-        """Do the first lines of a file look like this format?"""
+    def score(self, lines: list[str]) -> float:
+        """How well the first lines fit: the share of valid data lines, plus 1 for a matching header."""
+        bonus = 0.0
         if self.header is not None:
             if not lines or lines[0].strip() != self.header:
-                return False
-            lines = lines[1:]
-        return bool(lines) and all(self.line_ok(line) for line in lines[:5])
+                return 0.0
+            lines, bonus = lines[1:], 1.0
+        sample = lines[:5]
+        return bonus + sum(self.line_ok(line) for line in sample) / len(sample) if sample else bonus
+
+    def matches(self, lines: list[str]) -> bool:
+        # Most, not all, of the first lines: a malformed line among them is reported with its line number later.
+        return self.score(lines) - (self.header is not None) > 0.5
 
 
 @dataclass(frozen=True)
@@ -231,7 +237,9 @@ def sniff(path: Path) -> list[str]:
 def detect(lines: list[str], family: str | None = None) -> str | None:
     """The format whose pattern the first lines match, preferring ``family``'s formats."""
     candidates = [f for f in FORMATS.values() if f.matches(lines)]
-    if len(candidates) > 1 and {f.name for f in candidates} >= {"amazon-2014-csv", "amazon-2018-csv"}:
+    best = max((f.score(lines) for f in candidates), default=0)
+    candidates = [f for f in candidates if f.score(lines) == best]
+    if {f.name for f in candidates} >= {"amazon-2014-csv", "amazon-2018-csv"}:
         # Same shape, columns swapped: the item column is the one holding ASINs.
         rows = [line.split(",") for line in lines[:200] if line.count(",") == 3]
         first = sum(bool(_ASIN.fullmatch(r[0])) for r in rows)
@@ -257,7 +265,7 @@ def resolve_format(path: Path, fmt: str, family: str) -> Format:
                             f"read it with dataset name = \"{FORMATS[seen].family}\"")
         return FORMATS[seen]
     chosen = FORMATS[fmt]
-    if not chosen.matches(lines):
+    if not chosen.matches(lines) or (seen is not None and FORMATS[seen].score(lines) > chosen.score(lines)):
         hint = f"; it looks like {seen}" if seen else ""
         raise UserError(f"{path}: content does not match format '{fmt}' (expected e.g. {chosen.example!r}, "
                         f"first line is {lines[0][:120]!r}{hint})")
