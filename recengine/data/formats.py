@@ -276,8 +276,10 @@ def resolve_format(path: Path, fmt: str, family: str) -> Format:
 # Reading
 
 
-def _codes(column: pa.ChunkedArray) -> tuple[np.ndarray, pa.Array | np.ndarray]:
-    """(int64 codes, sorted distinct values) of an integer or dictionary column."""
+def _codes(column: pa.ChunkedArray, sort: bool = True) -> tuple[np.ndarray, pa.Array | np.ndarray]:
+    """(int64 codes, distinct values) of an integer or dictionary column; values sorted when ``sort``."""
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        column = pc.dictionary_encode(column)
     if pa.types.is_dictionary(column.type):
         column = column.unify_dictionaries() if hasattr(column, "unify_dictionaries") else pa.chunked_array(
             pa.Table.from_arrays([column], ["c"]).unify_dictionaries().column(0))
@@ -286,6 +288,8 @@ def _codes(column: pa.ChunkedArray) -> tuple[np.ndarray, pa.Array | np.ndarray]:
             return np.zeros(0, np.int64), pa.array([], pa.string())
         dictionary = chunks[0].dictionary
         codes = np.concatenate([c.indices.to_numpy(zero_copy_only=False) for c in chunks]).astype(np.int64)
+        if not sort:
+            return codes, dictionary
         order = pc.sort_indices(dictionary).to_numpy()  # deterministic ids, whatever the chunking
         rank = np.empty(len(order), np.int64)
         rank[order] = np.arange(len(order))
@@ -303,7 +307,7 @@ def _to_interactions(table: pa.Table, time_scale: int) -> Interactions:
         if pa.types.is_dictionary(column.type) and any(
                 len(c.dictionary) and pc.any(pc.equal(pc.utf8_length(c.dictionary), 0)).as_py() for c in column.chunks):
             raise pa.ArrowInvalid(f"column {name} has empty values")
-    users, _ = _codes(table.column("user"))
+    users, _ = _codes(table.column("user"), sort=False)  # user names are not kept: their order does not matter
     items, names = _codes(table.column("item"))
     names = [str(v) for v in (names.to_pylist() if isinstance(names, pa.Array) else names.tolist())]
     ratings = table.column("rating").to_numpy().astype(np.float32) if "rating" in table.column_names else None
