@@ -91,8 +91,8 @@ class CsvFormat(Format):
 
     def read(self, source, clean: bool = False, block_size: int = 1 << 22) -> Interactions:
         wanted = [c for c in ("user", "item", "rating", "time") if c in self.columns]
-        types = {"user": pa.int64() if self.int_users else pa.dictionary(pa.int32(), pa.string()),
-                 "item": pa.int64() if self.int_items else pa.dictionary(pa.int32(), pa.string()),
+        types = {"user": pa.int64() if self.int_users else pa.string(),
+                 "item": pa.int64() if self.int_items else pa.string(),
                  "rating": pa.float32(), "time": pa.int64()}
         table = pacsv.read_csv(
             source,
@@ -279,14 +279,16 @@ def resolve_format(path: Path, fmt: str, family: str) -> Format:
 def _codes(column: pa.ChunkedArray, sort: bool = True) -> tuple[np.ndarray, pa.Array | np.ndarray]:
     """(int64 codes, distinct values) of an integer or dictionary column; values sorted when ``sort``."""
     if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        # One hash table across chunks: every chunk gets the same, final dictionary.
         column = pc.dictionary_encode(column)
     if pa.types.is_dictionary(column.type):
-        column = column.unify_dictionaries() if hasattr(column, "unify_dictionaries") else pa.chunked_array(
-            pa.Table.from_arrays([column], ["c"]).unify_dictionaries().column(0))
         chunks = column.chunks
         if not chunks:
             return np.zeros(0, np.int64), pa.array([], pa.string())
-        dictionary = chunks[0].dictionary
+        dictionary = chunks[-1].dictionary
+        if any(len(c.dictionary) != len(dictionary) for c in chunks):  # not from dictionary_encode: unify (slower)
+            chunks = pa.Table.from_arrays([column], ["c"]).unify_dictionaries().column(0).chunks
+            dictionary = chunks[-1].dictionary
         codes = np.concatenate([c.indices.to_numpy(zero_copy_only=False) for c in chunks]).astype(np.int64)
         if not sort:
             return codes, dictionary
@@ -304,8 +306,7 @@ def _to_interactions(table: pa.Table, time_scale: int) -> Interactions:
         column = table.column(name)
         if column.null_count:
             raise pa.ArrowInvalid(f"column {name} has missing values")
-        if pa.types.is_dictionary(column.type) and any(
-                len(c.dictionary) and pc.any(pc.equal(pc.utf8_length(c.dictionary), 0)).as_py() for c in column.chunks):
+        if pa.types.is_string(column.type) and pc.min(pc.utf8_length(column)).as_py() == 0:
             raise pa.ArrowInvalid(f"column {name} has empty values")
     users, _ = _codes(table.column("user"), sort=False)  # user names are not kept: their order does not matter
     items, names = _codes(table.column("item"))

@@ -3,10 +3,11 @@
 Order of the steps (each documented in docs/datasets.md):
 
 1. rating threshold: keep ratings >= ``min_rating``;
-2. chronological order: stable sort by (user, time); interactions with the same time keep
+2. duplicate (user, item) pairs: ``keep`` all, or keep the ``first`` / ``last`` in time;
+3. chronological order: stable sort by (user, time); interactions with the same time keep
    their order in the file (the documented tie-break). Formats without times ("user item")
-   are already chronological, so file order is the order;
-3. duplicate (user, item) pairs: ``keep`` all, or keep the ``first`` / ``last`` in time;
+   are already chronological, so file order is the order. (The sort runs after the filters
+   below unless step 2 needs it: they keep row order, so the result is the same.)
 4. iterative k-core: drop users and items with fewer than ``k_core`` interactions, repeated
    until nothing changes;
 5. minimum sequence length: drop users with fewer than ``min_length`` interactions;
@@ -50,6 +51,9 @@ def chronological_order(users: np.ndarray, times: np.ndarray | None) -> np.ndarr
     """Row order by user, then time; ties keep file order (np.lexsort is stable)."""
     if times is None:
         return np.argsort(users, kind="stable")
+    low, span = int(times.min(initial=0)), int(times.max(initial=0)) - int(times.min(initial=0)) + 1
+    if int(users.max(initial=0)) < (2**62) // span:  # one int64 key sorts about twice as fast as two
+        return np.argsort(users * span + (times - low), kind="stable")
     return np.lexsort((times, users))
 
 
@@ -91,9 +95,10 @@ def preprocess(x: Interactions, options: Preprocessing, source: str = "dataset")
         if x.ratings is None:
             raise UserError(f"{source}: this format has no ratings; remove dataset.min_rating")
         step(f"rating < {options.min_rating:g}", x.ratings >= options.min_rating)
-    order = chronological_order(x.users, x.times)
-    x = _filter(x, order)
+    # The filters keep row order and k-core does not depend on it, so sorting waits until after
+    # them (fewer rows), unless the duplicate policy needs time order first.
     if options.duplicates != "keep":
+        x = _filter(x, chronological_order(x.users, x.times))
         step(f"duplicate (user, item), kept {options.duplicates}",
              first_occurrences(x.users, x.items, last=options.duplicates == "last"))
     if options.k_core > 1:
@@ -105,6 +110,8 @@ def preprocess(x: Interactions, options: Preprocessing, source: str = "dataset")
         raise UserError(f"{source}: no interactions left after filtering (min_rating={options.min_rating}, "
                         f"k_core={options.k_core}, min_length={options.min_length}); relax these options")
 
+    if options.duplicates == "keep":
+        x = _filter(x, chronological_order(x.users, x.times))
     present, dense = np.unique(x.items, return_inverse=True)  # codes are in original-id order
     item_ids = [""] + [x.item_names[i] for i in present]
     _, lengths = np.unique(x.users, return_counts=True)  # rows are grouped by user already
