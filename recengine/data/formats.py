@@ -19,6 +19,7 @@ import gzip
 import io
 import json
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -333,8 +334,11 @@ def _to_interactions(table: pa.Table, time_scale: int) -> Interactions:
             raise pa.ArrowInvalid(f"column {name} has missing values")
         if pa.types.is_string(column.type) and pc.min(pc.utf8_length(column)).as_py() == 0:
             raise pa.ArrowInvalid(f"column {name} has empty values")
-    users, _ = _codes(table.column("user"), sort=False)  # user names are not kept: their order does not matter
-    items, names = _codes(table.column("item"))
+    # Both columns at once: pyarrow releases the GIL, and hashing millions of ids is the slow part.
+    with ThreadPoolExecutor(2) as pool:
+        users_job = pool.submit(_codes, table.column("user"), sort=False)  # user names are not kept
+        items, names = _codes(table.column("item"))
+        users, _ = users_job.result()
     names = [str(v) for v in (names.to_pylist() if isinstance(names, pa.Array) else names.tolist())]
     ratings = table.column("rating").to_numpy().astype(np.float32) if "rating" in table.column_names else None
     times = table.column("time").to_numpy().astype(np.int64) if "time" in table.column_names else None
