@@ -19,6 +19,7 @@ import gzip
 import io
 import json
 import re
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -404,7 +405,10 @@ def read_interactions(path: str | Path, fmt: str = "auto", family: str = "amazon
         pass  # something in the file is off: find it line by line
     except (OSError, EOFError) as exc:
         raise UserError(f"{path}: cannot read it ({exc})") from None
-    clean, skipped = _clean_copy(path, chosen, on_bad_lines == "skip")
+    try:
+        clean, skipped = _clean_copy(path, chosen, on_bad_lines == "skip")
+    except (OSError, EOFError, zlib.error) as exc:  # a truncated or corrupt .gz
+        raise UserError(f"{path}: cannot read it ({exc}); is the file complete?") from None
     try:
         result = chosen.read(clean, clean=True)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, OverflowError, ValueError) as exc:

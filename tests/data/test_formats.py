@@ -142,3 +142,12 @@ def test_explicit_format_that_fits_worse_than_another_is_a_mismatch(tmp_path):
     path = write(tmp_path, "r23.csv", FIXTURES["amazon-2023-csv"][2])
     with pytest.raises(UserError, match="does not match format 'amazon-2014-csv'.*looks like amazon-2023-csv"):
         read_interactions(path, "amazon-2014-csv", "amazon")
+
+
+def test_truncated_gzip_is_one_line(tmp_path):
+    family, name, content = FIXTURES["amazon-json"]
+    whole = gzip.compress((content * 200).encode())
+    path = tmp_path / "cut.json.gz"
+    path.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(UserError, match="cut.json.gz: cannot read it"):
+        read_interactions(path, "auto", family)
