@@ -28,6 +28,12 @@ class NoAdapter:
     def trainable_state(self, model):
         return model.state_dict()
 
+    def for_export(self, model):
+        return model
+
+    def for_inference(self, model):
+        return model
+
 
 class NoProfiler:
     def __enter__(self):

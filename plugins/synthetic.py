@@ -6,6 +6,10 @@
 - Otherwise the next item comes from the user's current taste: one of `tastes` item
   clusters, which drifts to a new cluster with probability `drift` at each step.
 
+- `phase` simulates a later period of the same catalog (drift): phase > 0 rewires a `rewire`
+  share of the items' successors and draws new users; popularity and tastes stay. Phase 0
+  is the original data, unchanged by these options.
+
 A sequential model can learn the transitions and tastes; a popularity ranking cannot,
 so a trained BERT4Rec must clearly beat popularity here.
 """
@@ -30,10 +34,13 @@ class SyntheticOptions(BaseModel):
     follow_prob: float = Field(0.6, ge=0, le=1, description="Chance the next item follows the transition graph.")
     tastes: int = Field(20, ge=1, description="Number of taste clusters of items.")
     drift: float = Field(0.05, ge=0, le=1, description="Per-step chance that a user's taste changes.")
+    phase: int = Field(0, ge=0, description="Period: 0 = original; N > 0 = a later period with a rewired transition graph and new users.")
+    rewire: float = Field(0.5, ge=0, le=1, description="Share of items whose successors change in a phase > 0.")
 
 
 def synthetic(users: int, items: int, mean_length: float, seed: int = 0, popularity_exponent: float = 1.0,
-              successors: int = 4, follow_prob: float = 0.6, tastes: int = 20, drift: float = 0.05) -> Dataset:
+              successors: int = 4, follow_prob: float = 0.6, tastes: int = 20, drift: float = 0.05,
+              phase: int = 0, rewire: float = 0.5) -> Dataset:
     rng = np.random.default_rng(seed)
     popularity = 1.0 / np.arange(1, items + 1) ** popularity_exponent
     popularity = popularity[rng.permutation(items)]  # popularity unrelated to id order
@@ -41,6 +48,10 @@ def synthetic(users: int, items: int, mean_length: float, seed: int = 0, popular
     next_items = rng.choice(items, size=(items, successors), p=popularity)
     cluster = rng.integers(tastes, size=items)
     members = [np.flatnonzero(cluster == c) for c in range(tastes)]
+    if phase > 0:  # a later period: same world, part of the transition graph rewired, new users
+        rng = np.random.default_rng([seed, phase])
+        changed = rng.random(items) < rewire
+        next_items[changed] = rng.choice(items, size=(int(changed.sum()), successors), p=popularity)
     taste_of_user = rng.integers(tastes, size=users)
     lengths = 3 + rng.poisson(mean_length - 3, size=users)
     steps = int(lengths.max())

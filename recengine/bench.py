@@ -1,22 +1,126 @@
-"""Timing training steps of a recipe: the engine behind `recengine bench` and studies.
+"""Timing the training step, the data pipeline and evaluation: the engine behind `recengine bench`.
 
 ``bench_recipe(recipe)`` builds the recipe's data, model and plugins exactly as training
-does, runs ``warmup`` untimed steps, then times ``steps`` steps and reports the median.
+does, runs ``warmup`` untimed steps (compilation happens there), then times ``steps`` steps
+and reports the median. On CUDA each step is timed with device events and the host never
+waits inside the loop, so the timings include launch gaps but no artificial syncs.
+
+FLOPs are counted on real tokens only (padding and the padding slots of the masked
+positions are free work that the step should not be credited for), so MFU says how close
+the step is to what the model must compute.
 """
 
 from __future__ import annotations
 
+import gc
+import itertools
 import platform
 import statistics
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
-from recengine.data.batching import ClozeBatches
+from recengine.data.batching import IGNORE, Batch, ClozeBatches
+from recengine.data.sequences import PAD, Dataset, Sequences
+from recengine.data.split import leave_one_out
+from recengine.errors import UserError
+from recengine.evaluate import evaluate, model_scorer
 from recengine.model import count_parameters
-from recengine.recipe import Recipe
-from recengine.training import TrainStep, adamw, build_model, load_data, resolve_device
+from recengine.recipe import Recipe, apply_overrides, resolve
+from recengine.tasks import training_batches
+from recengine.training import TrainStep, adamw, resolve_device
+
+# Dense peak rates by device-name substring (first match wins): (bf16/fp16 TFLOP/s, fp32 TFLOP/s, memory TB/s).
+# From the vendors' datasheets; fp32 is the plain (non-TF32) rate, as torch uses by default.
+PEAKS = [
+    ("H100 PCIe", 756.0, 51.0, 2.0),
+    ("H100 NVL", 835.0, 60.0, 3.9),
+    ("H100", 989.0, 67.0, 3.35),
+    ("H200", 989.0, 67.0, 4.8),
+    ("A100", 312.0, 19.5, 2.0),
+]
+ADAMW_BYTES_PER_PARAM = 28 + 12  # fused AdamW reads p, g, m, v and writes p, m, v (fp32); the norm clip reads g, then scales it
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A named benchmark shape: Electronics-like synthetic data and a model size."""
+
+    model: dict[str, Any]
+    batch_size: int
+    items: int = 160_054
+    users: int = 730_000
+    mean_length: float = 9.0
+    min_length: int = 5
+    mask_prob: float = 0.15
+    train: dict[str, Any] = field(default_factory=dict)
+
+
+# Model sizes match recengine_plugins.bert4rec's named sizes (a test checks it).
+SHAPES = {
+    "electronics-85m": Shape({"hidden": 256, "layers": 4, "heads": 4, "ffn": 1024, "max_len": 50}, batch_size=256),
+    "electronics-130m": Shape({"hidden": 384, "layers": 4, "heads": 6, "ffn": 1536, "max_len": 50}, batch_size=256),
+    "electronics-430m": Shape({"hidden": 1024, "layers": 8, "heads": 16, "ffn": 4096, "max_len": 50}, batch_size=128),
+    "quickstart": Shape({"hidden": 64, "layers": 2, "heads": 2, "max_len": 30}, batch_size=64, items=400, users=3000,
+                        mean_length=20.0, min_length=3, mask_prob=0.2),
+}
+
+
+def shape_dataset(shape: Shape, users: int | None = None, seed: int = 0) -> Dataset:
+    """Synthetic sequences of the shape's catalog and length profile (minimum ``min_length``,
+    a long right tail, mean ``mean_length``) with Zipf-like item popularity. Only the shapes
+    matter for speed, so this is fast even for 730,000 users."""
+    rng = np.random.default_rng(seed)
+    users = users or shape.users
+    extra = shape.mean_length - shape.min_length
+    # Negative binomial with dispersion 0.5: mean `extra`, a heavy tail like real histories.
+    lengths = shape.min_length + rng.negative_binomial(0.5, 0.5 / (0.5 + extra), size=users)
+    ranks = rng.zipf(1.1, size=int(lengths.sum())) - 1
+    items = (rng.permutation(shape.items)[ranks % shape.items] + 1).astype(np.int32)
+    return Dataset(Sequences.from_lengths(items, lengths, shape.items))
+
+
+def shape_recipe(recipe: Recipe, shape: Shape, registry) -> Recipe:
+    """``recipe`` with the shape's model size and batch settings."""
+    data = recipe.to_dict()
+    data["model"] = {"name": "bert4rec", **shape.model}
+    data["train"].update({"batch_size": shape.batch_size, "mask_prob": shape.mask_prob, "mask_last": True, **shape.train})
+    return resolve(_drop_none(data), registry, recipe.source)
+
+
+def _drop_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_drop_none(v) for v in value]
+    return value
+
+
+def parse_matrix(axes: list[str]) -> list[dict[str, str]]:
+    """``["precision=fp32,amp", "compiler=eager,torch-compile"]`` -> every combination, each a
+    {key: value} dict. A key without a dot names a plugin section's plugin (``precision.name``)."""
+    options = []
+    for axis in axes:
+        key, sep, values = axis.partition("=")
+        if not sep or not key or not values:
+            raise UserError(f"--matrix '{axis}': expected key=value1,value2 (e.g. precision=fp32,amp)")
+        options.append([(key, v) for v in values.split(",") if v])
+    return [dict(combo) for combo in itertools.product(*options)] if options else [{}]
+
+
+def matrix_recipe(recipe: Recipe, setting: dict[str, str], registry, overrides: list[str] = ()) -> Recipe:
+    """``recipe`` with one matrix setting, then ``overrides`` (which win over a --shape's values)."""
+    data = _drop_none(recipe.to_dict())
+    dotted = list(overrides)
+    for key, value in setting.items():
+        if "." in key:
+            dotted.append(f"{key}={value}")
+        else:
+            data[key] = {"name": value}  # a different plugin: its own default options
+    return resolve(apply_overrides(data, dotted), registry, recipe.source)
 
 
 def device_name(device: torch.device) -> str:
@@ -25,46 +129,179 @@ def device_name(device: torch.device) -> str:
     return platform.processor() or platform.machine() or "cpu"
 
 
+def peaks(name: str) -> tuple[float, float, float] | None:
+    return next(((bf16, fp32, bw) for key, bf16, fp32, bw in PEAKS if key in name), None)
+
+
+def train_flops(model: torch.nn.Module, batch: Batch) -> float | None:
+    """FLOPs one training step must do on ``batch`` (forward + backward = 3 x forward),
+    counted on real tokens and real masked positions only. BERT4Rec-shaped models only."""
+    blocks = getattr(model, "blocks", None)
+    if not blocks or not hasattr(blocks[0], "fc1"):
+        return None
+    inputs, targets = batch.inputs.cpu(), batch.targets.cpu()
+    hidden, ffn = blocks[0].fc1.in_features, blocks[0].fc1.out_features
+    lengths = (inputs != PAD).sum(dim=1).double()
+    tokens, masked = float(lengths.sum()), float((targets != IGNORE).sum())
+    weight, _ = model.output_embedding()
+    per_layer = tokens * (4 * hidden * hidden + 2 * hidden * ffn) + 2 * hidden * float((lengths**2).sum())  # projections, FFN, attention
+    head = masked * hidden * hidden if isinstance(getattr(model, "head", None), torch.nn.Sequential) else 0.0
+    macs = len(blocks) * per_layer + head + masked * weight.shape[0] * weight.shape[1]
+    return 3 * 2 * macs
+
+
+class _Timer:
+    """Per-step times: device events on CUDA (no host sync between steps), wall clock on CPU."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.marks: list[Any] = []
+
+    def mark(self) -> None:
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            self.marks.append(event)
+        else:
+            self.marks.append(time.perf_counter())
+
+    def intervals_s(self) -> list[float]:
+        if self.cuda:
+            torch.cuda.synchronize()
+            return [a.elapsed_time(b) / 1000 for a, b in zip(self.marks, self.marks[1:])]
+        return [b - a for a, b in zip(self.marks, self.marks[1:])]
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def bench_recipe(recipe: Recipe, steps: int = 20, warmup: int = 5) -> dict[str, Any]:
-    """Median step time, samples/s and peak memory of ``recipe``'s training step."""
+def bench_recipe(recipe: Recipe, steps: int = 20, warmup: int = 5, dataset: Dataset | None = None,
+                 eval_users: int | None = 4096, data_batches: int = 50) -> dict[str, Any]:
+    """Step time, samples/s, peak memory, FLOPs and MFU of ``recipe``'s training step, plus the
+    data pipeline's throughput on its own and evaluation users/s (``eval_users=0`` skips it,
+    ``None`` evaluates every test user)."""
     torch.manual_seed(recipe.run.seed)
     device = resolve_device(recipe.run.device)
-    dataset, split = load_data(recipe)
-    model, _ = build_model(recipe, dataset.num_items)
-    model.to(device).train()
+    dataset = dataset if dataset is not None else recipe.dataset.build()
+    split = leave_one_out(dataset.sequences)
     cfg = recipe.train
-    step = TrainStep(model, adamw(model, cfg.lr, cfg.weight_decay, cfg.betas, device),
-                     recipe.precision.build(device=device), recipe.compiler.build(), cfg)
-    batches = ClozeBatches(split.train, model.max_len, cfg.batch_size, cfg.mask_prob, cfg.mask_last, cfg.window, recipe.run.seed, device)
-    stream = (batch for epoch in range(10**9) for batch in batches.epoch(epoch))
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    times = []
-    for i in range(warmup + steps):
-        batch = next(stream)
-        _sync(device)
-        started = time.perf_counter()
-        step(batch, cfg.lr)
-        _sync(device)
-        if i >= warmup:
-            times.append(time.perf_counter() - started)
-    step_s = statistics.median(times)
-    return {
+    with device:  # parameters are created (and initialised) on the device: fast even at 430M
+        model = recipe.adapter.build().adapt(recipe.model.build(num_items=dataset.num_items))
+    model.train()
+    precision, compiler = recipe.precision.build(device=device), recipe.compiler.build()
+    step = TrainStep(model, adamw(model, cfg.lr, cfg.weight_decay, cfg.betas, device), precision, compiler, cfg,
+                     item_counts=split.train.item_counts())
+    batches = training_batches(model, split.train, cfg, recipe.run.seed, device)
+    result = {
         "recipe": recipe.run.name,
         "precision": recipe.precision.name,
         "compiler": recipe.compiler.name,
         "adapter": recipe.adapter.name,
+        "plugins": {kind: getattr(recipe, kind).to_dict() for kind in ("model", "precision", "compiler", "adapter")},
         "batch_size": cfg.batch_size,
+        "length_grouping": cfg.length_grouping,
         "parameters": count_parameters(model),
         "trainable_parameters": count_parameters(model, trainable_only=True),
-        "step_ms": step_s * 1000,
-        "samples_per_s": cfg.batch_size / step_s,
-        "peak_memory_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
         "device": device_name(device),
         "torch": torch.__version__,
     }
+    if steps > 0:
+        result.update(bench_steps(model, step, batches, steps, warmup, device, low_precision=recipe.precision.name != "fp32"))
+    result.update(bench_data(batches, data_batches, device))
+    if eval_users != 0:
+        result.update(bench_eval(model, split.test, recipe, precision, compiler, device, eval_users))
+    return result
+
+
+def bench_steps(model, step: TrainStep, batches: ClozeBatches, steps: int, warmup: int, device: torch.device,
+                low_precision: bool) -> dict[str, Any]:
+    """The training step: median time after ``warmup`` steps, peak memory, FLOPs, MFU and floors."""
+    lr = step.cfg.lr
+    stream = (batch for epoch in itertools.count() for batch in batches.epoch(epoch))
+    for _ in range(warmup):
+        step(next(stream), lr)
+    _sync(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    timer, timed = _Timer(device), []
+    started = time.perf_counter()
+    for _ in range(steps):
+        batch = next(stream)
+        timer.mark()
+        step(batch, lr)
+        timed.append(batch)
+    timer.mark()
+    times = timer.intervals_s()
+    wall_s = time.perf_counter() - started
+    step_s = statistics.median(times)
+
+    flops = [train_flops(model, b) for b in timed]
+    flops_per_step = statistics.mean(flops) if flops[0] is not None else None
+    peak = peaks(device_name(device)) if device.type == "cuda" else None
+    peak_tflops = (peak[0] if low_precision else peak[1]) if peak else None
+    optimizer_bytes = ADAMW_BYTES_PER_PARAM * count_parameters(model, trainable_only=True)
+    return {
+        "steps": steps,
+        "warmup": warmup,
+        "step_ms": step_s * 1000,
+        "step_ms_min": min(times) * 1000,
+        "samples_per_s": batches.batch_size / step_s,
+        "end_to_end_samples_per_s": batches.batch_size * steps / wall_s,
+        "peak_memory_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
+        "real_tokens_per_step": statistics.mean(float((b.inputs != PAD).sum()) for b in timed),
+        "padded_tokens_per_step": statistics.mean(float(b.inputs.numel()) for b in timed),
+        "masked_per_step": statistics.mean(float((b.targets != IGNORE).sum()) for b in timed),
+        "mask_slots_per_step": statistics.mean(float(b.targets.numel()) for b in timed),
+        "flops_per_step": flops_per_step,
+        "tflops": flops_per_step / step_s / 1e12 if flops_per_step else None,
+        "peak_tflops": peak_tflops,
+        "mfu": flops_per_step / step_s / (peak_tflops * 1e12) if flops_per_step and peak_tflops else None,
+        "compute_floor_ms": flops_per_step / (peak_tflops * 1e12) * 1000 if flops_per_step and peak_tflops else None,
+        "optimizer_bytes_per_step": optimizer_bytes,
+        "optimizer_floor_ms": optimizer_bytes / (peak[2] * 1e12) * 1000 if peak else None,
+    }
+
+
+def bench_data(batches: ClozeBatches, count: int, device: torch.device) -> dict[str, Any]:
+    """Batches built and delivered to the device per second, with no model in the loop."""
+    if count <= 0:
+        return {}
+    it = (batch for epoch in itertools.count(10**6) for batch in batches.epoch(epoch))
+    next(it)
+    _sync(device)
+    started = time.perf_counter()
+    for _ in range(count):
+        next(it)
+    _sync(device)
+    seconds = time.perf_counter() - started
+    return {"data_batches_per_s": count / seconds, "data_samples_per_s": count * batches.batch_size / seconds}
+
+
+def bench_eval(model, test, recipe: Recipe, precision, compiler, device: torch.device, users: int | None) -> dict[str, Any]:
+    """Full-ranking evaluation users/s on the first ``users`` test users (after a warm-up batch)."""
+    ev = recipe.eval
+    rows = np.arange(min(users or len(test), len(test)))
+    subset = test.subset(rows)
+    scorer = compiler(model_scorer(model))
+    kw = dict(max_len=model.max_len, mask_token=model.mask_token, ks=tuple(ev.ks), exclude_history=ev.exclude_history,
+              batch_size=ev.batch_size, device=device)
+    model.eval()
+    with precision.autocast():
+        evaluate(scorer, test.subset(rows[: min(len(rows), ev.batch_size)]), **kw)  # warm-up (compilation)
+        _sync(device)
+        started = time.perf_counter()
+        evaluate(scorer, subset, **kw)
+        _sync(device)
+    seconds = time.perf_counter() - started
+    model.train()
+    return {"eval_users": len(rows), "eval_seconds": seconds, "eval_users_per_s": len(rows) / seconds}
+
+
+def release(device_type: str = "cuda") -> None:
+    """Free what one benchmark left behind, so the next starts clean (compile caches too)."""
+    torch._dynamo.reset()
+    gc.collect()
+    if device_type == "cuda" and torch.cuda.is_available():
+        torch.cuda.empty_cache()

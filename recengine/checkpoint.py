@@ -26,11 +26,26 @@ MANIFEST = "manifest.json"
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk leaves no half-written temp file behind
+        raise
+
+
+def _fsync_dir(path: Path) -> None:
+    # Makes a rename durable across a power cut, not just a killed process.
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:  # some filesystems refuse fsync on directories; the rename is still atomic
+        pass
+    finally:
+        os.close(fd)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -46,11 +61,28 @@ def _sha256(path: Path) -> str:
 
 
 def save(root: Path, name: str, tensors: dict[str, dict[str, torch.Tensor]], state: dict[str, Any]) -> Path:
-    """Write ``{file: tensors}`` as safetensors plus ``state.json`` into ``root/name``."""
+    """Write ``{file: tensors}`` as safetensors plus ``state.json`` into ``root/name``.
+
+    Any OSError (a full disk, a lost mount) removes the partial copy and becomes a
+    UserError; checkpoints written before are untouched.
+    """
     root.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(root)
     tmp = root / f".tmp-{name}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    try:
+        tmp.mkdir()
+        _write_files(tmp, tensors, state)
+        _install(tmp, root / name)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise UserError(
+            f"{root / name}: cannot write checkpoint ({exc.strerror or exc}); earlier checkpoints in {root} are intact: "
+            f"free disk space, then continue with `recengine train --resume {root.parent}`"
+        ) from None
+    return root / name
+
+
+def _write_files(tmp: Path, tensors: dict[str, dict[str, torch.Tensor]], state: dict[str, Any]) -> None:
     for filename, group in tensors.items():
         save_file({k: v.detach().contiguous().cpu() for k, v in group.items()}, str(tmp / filename))
     (tmp / "state.json").write_text(json.dumps(state, indent=1))
@@ -59,28 +91,62 @@ def save(root: Path, name: str, tensors: dict[str, dict[str, torch.Tensor]], sta
     for f in tmp.iterdir():
         with open(f, "rb") as fh:
             os.fsync(fh.fileno())
-    final = root / name
+
+
+def _install(tmp: Path, final: Path) -> None:
+    """Rename the finished ``tmp`` to ``final``. A directory of the same name (the same step,
+    saved again after validation) is first renamed aside, never deleted in place, so a kill
+    at any moment leaves a complete checkpoint under some name (see `newest_complete`)."""
+    old = final.with_name(f".old-{final.name}-{os.getpid()}")
     if final.exists():
-        shutil.rmtree(final)
+        os.replace(final, old)
     os.replace(tmp, final)
-    return final
+    _fsync_dir(final.parent)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _remove_leftovers(root: Path) -> None:
+    """Partial copies left by a process killed while saving or pruning."""
+    for leftover in list(root.glob(".tmp-*")) + list(root.glob(".old-*")) + list(root.glob(".trash-*")):
+        shutil.rmtree(leftover, ignore_errors=True)
 
 
 def verify(path: Path) -> None:
-    """Check every file of a checkpoint against its manifest; raise UserError naming the bad file."""
+    """Check every file of a checkpoint against its manifest; raise UserError naming the bad file.
+
+    Every file present must be listed (an unlisted file would be loaded unchecked) and
+    every listed file must have its recorded size and sha256.
+    """
     manifest_path = path / MANIFEST
     if not manifest_path.is_file():
-        raise UserError(f"{path}: not a complete checkpoint (no {MANIFEST})")
+        raise UserError(f"{path}: not a complete checkpoint (no {MANIFEST}); use an earlier checkpoint")
     try:
         manifest = json.loads(manifest_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise UserError(f"{manifest_path}: corrupt manifest") from None
-    for filename, expected in manifest.items():
+        entries = {str(name): (int(e["bytes"]), str(e["sha256"])) for name, e in manifest.items()}
+    except (ValueError, TypeError, KeyError, AttributeError, UnicodeDecodeError):
+        raise UserError(f"{manifest_path}: corrupt manifest; use an earlier checkpoint") from None
+    for f in sorted(path.iterdir()):
+        if f.name != MANIFEST and f.name not in entries:
+            raise UserError(f"{f}: not listed in {MANIFEST}: the checkpoint was altered; use an earlier checkpoint")
+    for filename, (size, sha256) in entries.items():
         f = path / filename
-        if not f.is_file():
-            raise UserError(f"{f}: missing from checkpoint")
-        if f.stat().st_size != expected["bytes"] or _sha256(f) != expected["sha256"]:
+        if "/" in filename or "\\" in filename or not f.is_file():
+            raise UserError(f"{f}: missing from checkpoint; use an earlier checkpoint")
+        if f.stat().st_size != size or _sha256(f) != sha256:
             raise UserError(f"{f}: truncated or altered (size or hash differs from the manifest); use an earlier checkpoint")
+
+
+def newest_complete(root: Path) -> Path | None:
+    """The newest checkpoint that passes `verify`: the fallback when a pointer names a
+    checkpoint that is gone (a process killed between the two renames of `_install`)."""
+    candidates = list(root.glob("step-*")) + list(root.glob(".old-step-*"))
+    for path in sorted(candidates, key=lambda p: p.name.removeprefix(".old-"), reverse=True):
+        try:
+            verify(path)
+            return path
+        except UserError:
+            continue
+    return None
 
 
 def load_tensors(path: Path, filename: str) -> dict[str, torch.Tensor]:
@@ -110,7 +176,10 @@ def prune(root: Path, keep_last: int, protect: set[str]) -> None:
     steps = sorted(p.name for p in root.glob("step-*") if p.is_dir())
     for name in steps[:-keep_last]:
         if name not in protect:
-            shutil.rmtree(root / name, ignore_errors=True)
+            # Renamed first so a kill mid-delete never leaves a half-deleted `step-*`.
+            trash = root / f".trash-{name}-{os.getpid()}"
+            os.replace(root / name, trash)
+            shutil.rmtree(trash, ignore_errors=True)
 
 
 def load_into_model(model: torch.nn.Module, tensors: dict[str, torch.Tensor], source: Path, required: Iterable[str]) -> None:

@@ -34,6 +34,12 @@ class Adapter(Protocol):
     def trainable_state(self, model: nn.Module) -> dict[str, torch.Tensor]:
         """The tensors a checkpoint must save to restore what was trained."""
 
+    def for_export(self, model: nn.Module) -> nn.Module:
+        """The model to export: as is (`none`), merged into a copy (`lora`), unmerged with its gate (`ilora`); ``model`` is left as is."""
+
+    def for_inference(self, model: nn.Module) -> nn.Module:
+        """The model `evaluate`/`recommend` use after loading (a merged copy when the adapter's merge option is on)."""
+
 
 @runtime_checkable
 class Profiler(Protocol):

@@ -15,6 +15,10 @@ from torch import nn
 class SequenceModel(nn.Module):
     num_items: int
     max_len: int
+    # How it is trained (recengine/tasks.py). In both tasks the hidden state at position t
+    # predicts the item at t: "cloze" models see [MASK] there; "next_item" (causal) models
+    # see only the items before t, so they ignore the [MASK] that evaluation appends.
+    training_task: str = "cloze"
 
     def encode(self, tokens: torch.Tensor) -> torch.Tensor:
         """[B, L] item ids -> [B, L, H] hidden states."""

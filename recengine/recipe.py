@@ -1,6 +1,6 @@
 """Typed TOML recipes, validated in two phases.
 
-1. Structure: the core sections (``run``, ``train``, ``eval``) and the plugin sections
+1. Structure: the core sections (``run``, ``train``, ``eval``, ``init``) and the plugin sections
    (``dataset``, ``model``, ``precision``, ``compiler``, ``adapter``, ``profiler``,
    ``[[monitors]]``), each plugin section naming its plugin with ``name``.
 2. Each plugin section's other keys against the options model of the plugin it names.
@@ -23,7 +23,8 @@ from recengine.plugins import Entry, Registry, unknown_name_message
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # NaN and inf pass `gt=0`-style bounds (inf > 0), so they are refused outright.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class RunSection(Section):
@@ -37,13 +38,15 @@ class TrainSection(Section):
     epochs: int = Field(20, ge=1, description="Maximum number of epochs.")
     batch_size: int = Field(128, ge=1, description="Sequences per optimizer step.")
     lr: float = Field(1e-3, gt=0, description="Peak learning rate of AdamW.")
-    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (not applied to biases, norms and embeddings' padding).")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (not applied to biases and norm weights).")
     betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas.")
     warmup_steps: int = Field(100, ge=0, description="Linear warm-up steps, then cosine decay to min_lr_ratio x lr.")
     min_lr_ratio: float = Field(0.0, ge=0, le=1, description="Final learning rate as a share of lr.")
     grad_clip: float = Field(1.0, gt=0, description="Maximum global gradient norm.")
     mask_prob: float = Field(0.2, gt=0, lt=1, description="Share of items replaced by [MASK] in the cloze task.")
     mask_last: bool = Field(True, description="Always mask the last item of a training window (the next-item task).")
+    length_grouping: int = Field(0, ge=0, description="Sort users by length within pools of this many batches, so batches trim to "
+                                 "short lengths (0: off, plain shuffling; e.g. 64 trains much faster on short sequences).")
     window: Literal["random", "last"] = Field("random", description="Which max_len window of a long history to train on each epoch.")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="Label smoothing of the cross-entropy.")
     patience: int = Field(5, ge=1, description="Stop after this many validations without a better validation metric.")
@@ -51,6 +54,14 @@ class TrainSection(Section):
     checkpoint_every_steps: int = Field(0, ge=0, description="Also checkpoint every N steps within an epoch (0: at validation only).")
     keep_last: int = Field(2, ge=1, description="Checkpoints to keep besides the best one.")
     log_every_steps: int = Field(10, ge=1, description="Send loss and learning rate to the monitors every N steps.")
+    max_bad_steps: int = Field(20, ge=1, description="Stop after this many steps in a row with a non-finite loss or gradient (each is skipped, never applied).")
+    loss: Literal["ce", "sampled_softmax", "gbce", "focal"] = Field(
+        "ce", description="Training loss: full softmax cross-entropy, sampled softmax with log-Q correction, gBCE (gSASRec) or focal.")
+    loss_negatives: int = Field(256, ge=1, description="Negatives per step for sampled_softmax and gbce (shared by the batch).")
+    loss_sampling: Literal["popularity", "uniform"] = Field(
+        "popularity", description="How sampled_softmax draws its negatives (log-Q corrects for it); gbce always samples uniformly.")
+    gbce_t: float = Field(0.75, ge=0, le=1, description="gBCE calibration t: 0 is plain BCE, 1 fully calibrated.")
+    focal_gamma: float = Field(2.0, ge=0, description="Focal loss exponent gamma (0 is cross-entropy).")
 
 
 class EvalSection(Section):
@@ -59,6 +70,13 @@ class EvalSection(Section):
     exclude_history: bool = Field(True, description="Exclude items already in the user's history from the ranking.")
     batch_size: int = Field(1024, ge=1, description="Users per evaluation batch (results do not depend on it).")
     valid_users: int = Field(0, ge=0, description="Validate during training on a fixed random subset of this many users (0: all).")
+    protocol: Literal["full", "sampled"] = Field("full", description="Rank the whole catalog, or the target against sampled negatives.")
+    negatives: int = Field(100, ge=1, description="Sampled protocol: negatives per user.")
+    sampling: Literal["uniform", "popularity"] = Field("uniform", description="Sampled protocol: how negatives are drawn (SASRec: uniform; BERT4Rec: popularity).")
+    seed: int = Field(0, ge=0, description="Sampled protocol: seed of the negatives, drawn once and stored in the run directory.")
+    split: Literal["leave_one_out", "temporal"] = Field("leave_one_out", description="Leave-one-out, or a global temporal split (needs timestamps).")
+    temporal_quantiles: tuple[float, float] = Field(
+        (0.8, 0.9), description="Temporal split: the validation and test cut-off times, as quantiles of all interaction times.")
 
     @field_validator("ks")
     @classmethod
@@ -70,10 +88,23 @@ class EvalSection(Section):
     @field_validator("metric")
     @classmethod
     def _metric_known(cls, metric: str, info: ValidationInfo) -> str:
-        allowed = {"mrr"} | {f"{m}@{k}" for k in info.data.get("ks", []) for m in ("hr", "ndcg")}
+        allowed = {"mrr"} | {f"{m}@{k}" for k in info.data.get("ks", []) for m in ("hr", "ndcg", "recall", "coverage")}
         if metric not in allowed:
             raise ValueError(f"'{metric}' is not computed; choose one of {', '.join(sorted(allowed))}")
         return metric
+
+    @field_validator("temporal_quantiles")
+    @classmethod
+    def _quantiles_ordered(cls, q: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < q[0] <= q[1] < 1:
+            raise ValueError("expected 0 < validation quantile <= test quantile < 1, e.g. [0.8, 0.9]")
+        return q
+
+
+class InitSection(Section):
+    from_run: str | None = Field(None, description="Fine-tune: start from this run's best checkpoint (e.g. \"runs/base-...\"); "
+                                                  "with an adapter only the adapter trains and checkpoints hold it alone.")
+    train_output: bool = Field(False, description="With from_run and an adapter: also train the output layer (untied models).")
 
 
 class PluginSection(BaseModel):
@@ -125,12 +156,14 @@ class Recipe:
     profiler: Choice
     monitors: list[Choice] = field(default_factory=list)
     source: str = "<recipe>"
+    init: InitSection = field(default_factory=InitSection)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "run": self.run.model_dump(mode="json"),
             "train": self.train.model_dump(mode="json"),
             "eval": self.eval.model_dump(mode="json"),
+            "init": self.init.model_dump(mode="json"),
         }
         for kind in PLUGIN_SECTIONS:
             out[kind] = getattr(self, kind).to_dict()
@@ -176,6 +209,8 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise UserError(f"{path}: not valid TOML: {exc}") from None
     except UnicodeDecodeError:
         raise UserError(f"{path}: not a text file (expected a TOML recipe)") from None
+    except RecursionError:  # tomllib recurses once per level of [ or {
+        raise UserError(f"{path}: arrays or tables nested too deeply to be a recipe") from None
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -187,6 +222,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = tomllib.loads(f"v = {raw.strip()}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw.strip()
+    except RecursionError:
+        raise UserError(f"override '{text[:40]}...': value nested too deeply") from None
     return key.strip().split("."), value
 
 
@@ -209,7 +246,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
-CORE_SECTIONS: dict[str, type[Section]] = {"run": RunSection, "train": TrainSection, "eval": EvalSection}
+CORE_SECTIONS: dict[str, type[Section]] = {"run": RunSection, "train": TrainSection, "eval": EvalSection, "init": InitSection}
 
 
 def resolve(data: dict[str, Any], registry: Registry, source: str = "<recipe>") -> Recipe:

@@ -59,6 +59,8 @@ class RunDir:
             found = checkpoint.read_pointer(self.checkpoints, "latest")
         if found is None and (self.checkpoints / which).is_dir():
             found = self.checkpoints / which
+        if found is None and which in ("best", "latest"):  # a pointer to a checkpoint a killed process was replacing
+            found = checkpoint.newest_complete(self.checkpoints)
         if found is None:
             raise UserError(f"{self.path}: no '{which}' checkpoint yet (was the run stopped before its first checkpoint?)")
         return found

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,17 +21,19 @@ from rich.console import Console
 
 from recengine import checkpoint
 from recengine.components import Monitors
-from recengine.data.batching import ClozeBatches
 from recengine.data.sequences import Dataset
-from recengine.data.split import EvalSet, LeaveOneOut, leave_one_out
+from recengine.data.split import EvalSet, LeaveOneOut, make_split
 from recengine.errors import UserError
-from recengine.evaluate import evaluate, model_scorer, popularity_scorer
-from recengine.loss import masked_cross_entropy
+from recengine.evaluate import NEGATIVES_FILE, SampledNegatives, evaluate, load_or_draw_negatives, model_scorer, popularity_scorer, protocol_name
+from recengine.finetune import init_from_run, train_output_layer
+from recengine.guards import NonFiniteGuard
+from recengine.losses import build_loss
 from recengine.model import count_parameters
 from recengine.progress import progress_bar
 from recengine.recipe import Recipe
 from recengine.runs import RunDir
 from recengine.schedule import warmup_cosine
+from recengine.tasks import training_batches
 
 
 @dataclass
@@ -42,6 +45,7 @@ class LoopState:
     best_epoch: int = 0
     bad_validations: int = 0
     finished: bool = False
+    skipped_steps: int = 0  # steps skipped by the non-finite guard
 
 
 def resolve_device(name: str) -> torch.device:
@@ -52,16 +56,33 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build_model(recipe: Recipe, num_items: int):
-    """The model as the recipe describes it, with its adapter applied: (model, adapter)."""
+def build_model(recipe: Recipe, num_items: int, run: RunDir | None = None):
+    """The model as the recipe describes it, with its adapter applied: (model, adapter).
+
+    With ``[init] from_run`` the base run's weights are loaded before the adapter wraps the
+    model (and, given ``run``, checked against the base reference it recorded)."""
     model = recipe.model.build(num_items=num_items)
+    init_from_run(model, recipe.init, run)
     adapter = recipe.adapter.build()
-    return adapter.adapt(model), adapter
+    model = adapter.adapt(model)
+    if recipe.init.train_output:
+        train_output_layer(model)
+    return model, adapter
 
 
 def load_data(recipe: Recipe) -> tuple[Dataset, LeaveOneOut]:
     dataset = recipe.dataset.build()
-    return dataset, leave_one_out(dataset.sequences)
+    return dataset, make_split(dataset, recipe.eval.split, tuple(recipe.eval.temporal_quantiles))
+
+
+def eval_negatives(recipe: Recipe, run: RunDir, dataset: Dataset, split: LeaveOneOut) -> SampledNegatives | None:
+    """The run's stored sampled negatives (drawn the first time), or None for full ranking."""
+    ev = recipe.eval
+    if ev.protocol == "full":
+        return None
+    users = np.union1d(split.valid.users, split.test.users)
+    return load_or_draw_negatives(run.path / NEGATIVES_FILE, dataset.sequences, users, ev.negatives, ev.sampling, ev.seed,
+                                  dataset.sequences.item_counts())
 
 
 def validation_subset(valid: EvalSet, users: int, seed: int) -> EvalSet:
@@ -84,21 +105,24 @@ class TrainStep:
     """One optimizer step: forward + loss under the precision's autocast, backward through
     its scaler, clipping, the step. Built once; shared by `train` and `recengine bench`."""
 
-    def __init__(self, model, optimizer, precision, compiler, train_cfg):
+    def __init__(self, model, optimizer, precision, compiler, train_cfg, guard: NonFiniteGuard | None = None, item_counts=None):
         self.model, self.optimizer, self.precision, self.cfg = model, optimizer, precision, train_cfg
+        self.guard = guard or NonFiniteGuard(train_cfg.max_bad_steps)
         self.trainable = [p for p in model.parameters() if p.requires_grad]
-        self.loss_fn = compiler(lambda inputs, labels: masked_cross_entropy(model, model.encode(inputs), labels, train_cfg.label_smoothing))
+        loss = build_loss(model, train_cfg, item_counts)  # chosen once: train.loss
+        # Fixed-size masked positions (see data/batching.py): no host sync inside the step.
+        self.loss_fn = compiler(lambda inputs, positions, targets: loss(model.encode(inputs), positions, targets))
 
     def __call__(self, batch, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         with self.precision.autocast():
-            loss = self.loss_fn(batch.inputs, batch.labels)
+            loss = self.loss_fn(batch.inputs, batch.positions, batch.targets)
         self.optimizer.zero_grad(set_to_none=True)
         self.precision.scaler.scale(loss).backward()
         self.precision.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, self.cfg.grad_clip)
-        self.precision.scaler.step(self.optimizer)
+        self.guard.step(self.precision.scaler, self.optimizer, loss, grad_norm)  # skips non-finite steps
         self.precision.scaler.update()
         return loss.detach(), grad_norm
 
@@ -113,13 +137,27 @@ def save_checkpoint(run: RunDir, model, adapter, optimizer, state: LoopState, ke
         run.checkpoints,
         name,
         {"model.safetensors": adapter.trainable_state(model), "optimizer.safetensors": optim_tensors, "rng.safetensors": rng},
-        {"loop": dataclasses.asdict(state), "optimizer": optim_meta},
+        {"loop": dataclasses.asdict(state), "optimizer": optim_meta, "rng": host_rng_state()},
     )
-    checkpoint.set_pointer(run.checkpoints, "latest", name)
-    if best:
+    if best:  # before `latest`: a kill in between resumes earlier and redoes this validation
         checkpoint.set_pointer(run.checkpoints, "best", name)
+    checkpoint.set_pointer(run.checkpoints, "latest", name)
     best_path = checkpoint.read_pointer(run.checkpoints, "best")
     checkpoint.prune(run.checkpoints, keep_last, protect={best_path.name} if best_path else set())
+
+
+def host_rng_state() -> dict[str, Any]:
+    """Python's and NumPy's global RNG states as JSON (plugins may draw from either)."""
+    version, internal, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"python": [version, list(internal), gauss], "numpy": [kind, keys.tolist(), pos, has_gauss, cached]}
+
+
+def set_host_rng_state(saved: dict[str, Any]) -> None:
+    version, internal, gauss = saved["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached = saved["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
 
 
 def load_weights(run: RunDir, model, adapter, which: str = "best") -> Path:
@@ -137,6 +175,8 @@ def resume_state(run: RunDir, model, adapter, optimizer) -> LoopState:
     torch.set_rng_state(rng["torch"])
     if "cuda" in rng and torch.cuda.is_available():
         torch.cuda.set_rng_state(rng["cuda"])
+    if "rng" in saved:  # absent in checkpoints written before host RNG states were saved
+        set_host_rng_state(saved["rng"])
     return LoopState(**saved["loop"])
 
 
@@ -147,32 +187,39 @@ def train(recipe: Recipe, run: RunDir, resume: bool = False, console: Console | 
     console = console or Console(stderr=True)
     cfg, ev = recipe.train, recipe.eval
     torch.manual_seed(recipe.run.seed)
+    random.seed(recipe.run.seed)
+    np.random.seed(recipe.run.seed)
     device = resolve_device(recipe.run.device)
     dataset, split = load_data(recipe)
     run.write_json(run.data, {"num_items": dataset.num_items, "item_ids": dataset.item_ids})
-    model, adapter = build_model(recipe, dataset.num_items)
+    model, adapter = build_model(recipe, dataset.num_items, run)
     model.to(device)
     optimizer = adamw(model, cfg.lr, cfg.weight_decay, cfg.betas, device)
     state = resume_state(run, model, adapter, optimizer) if resume else LoopState()
 
     precision = recipe.precision.build(device=device)
     compiler = recipe.compiler.build()
-    train_step = TrainStep(model, optimizer, precision, compiler, cfg)
+    train_step = TrainStep(model, optimizer, precision, compiler, cfg, NonFiniteGuard(cfg.max_bad_steps, state.skipped_steps),
+                           split.train.item_counts())
     scorer = compiler(model_scorer(model))
-    batches = ClozeBatches(split.train, model.max_len, cfg.batch_size, cfg.mask_prob, cfg.mask_last, cfg.window, recipe.run.seed, device)
+    batches = training_batches(model, split.train, cfg, recipe.run.seed, device)
+    negatives = eval_negatives(recipe, run, dataset, split)
+    protocol = protocol_name(ev.split, ev.exclude_history, negatives)
     valid = validation_subset(split.valid, ev.valid_users, recipe.run.seed)
     monitors = Monitors([m.build(log_dir=run.tensorboard) for m in recipe.monitors])
     profiler = recipe.profiler.build(out_dir=run.profile)
     total_steps = cfg.epochs * len(batches)
     console.print(
-        f"[bold]{recipe.run.name}[/]: {count_parameters(model):,} parameters ({count_parameters(model, True):,} trainable), "
+        f"[bold]{recipe.run.name}[/]: {count_parameters(model):,} parameters ({count_parameters(model, True):,} trainable, "
+        f"{count_parameters(model, True) / count_parameters(model):.2%}), "
         f"{dataset.num_items:,} items, {split.train.num_users:,} training sequences, device {device}"
     )
 
     def validate() -> dict[str, float]:
         model.eval()
         with precision.autocast():
-            metrics = evaluate(scorer, valid, model.max_len, model.mask_token, tuple(ev.ks), ev.exclude_history, ev.batch_size, device)
+            metrics = evaluate(scorer, valid, model.max_len, model.mask_token, tuple(ev.ks), ev.exclude_history, ev.batch_size, device,
+                               negatives=negatives)
         model.train()
         return metrics
 
@@ -186,9 +233,11 @@ def train(recipe: Recipe, run: RunDir, resume: bool = False, console: Console | 
                 loss, grad_norm = train_step(batch, lr)
                 profiler.step()
                 state.step, state.batch = state.step + 1, state.batch + 1
+                state.skipped_steps = train_step.guard.skipped
                 progress.advance(task, len(batch))
                 if state.step % cfg.log_every_steps == 0:
                     monitors.log_scalars(state.step, {"train/loss": loss.item(), "train/lr": lr, "train/grad_norm": grad_norm.item(),
+                                                      "train/skipped_steps": state.skipped_steps,
                                                       "train/samples_per_s": progress.tasks[task].speed or 0.0})
                 if cfg.checkpoint_every_steps and state.step % cfg.checkpoint_every_steps == 0:
                     save_checkpoint(run, model, adapter, optimizer, state, cfg.keep_last, best=False)
@@ -203,12 +252,12 @@ def train(recipe: Recipe, run: RunDir, resume: bool = False, console: Console | 
                 state.bad_validations += 1
             state.finished = state.bad_validations >= cfg.patience
             monitors.log_scalars(state.step, {f"valid/{k}": v for k, v in metrics.items()})
-            run.append_metrics({"split": "valid", "epoch": state.epoch, "step": state.step, **metrics})
+            run.append_metrics({"split": "valid", "epoch": state.epoch, "step": state.step, "protocol": protocol, **metrics})
             progress.console.print(f"epoch {state.epoch}: valid {ev.metric} {metrics[ev.metric]:.4f}" + (" (best)" if improved else ""))
             save_checkpoint(run, model, adapter, optimizer, state, cfg.keep_last, best=improved)
             on_validation(state.epoch, metrics)
 
-    results = final_evaluation(recipe, run, model, adapter, dataset, split, precision, device, console)
+    results = final_evaluation(recipe, run, model, adapter, dataset, split, precision, device, console, negatives)
     results["best_epoch"], results["epochs_run"] = state.best_epoch, state.epoch
     run.write_json(run.results, results)
     monitors.log_hparams(hparams(recipe), {f"hparam/test_{k}": v for k, v in results["test"]["model"].items()})
@@ -216,24 +265,25 @@ def train(recipe: Recipe, run: RunDir, resume: bool = False, console: Console | 
     return results
 
 
-def final_evaluation(recipe, run, model, adapter, dataset, split, precision, device, console) -> dict[str, Any]:
+def final_evaluation(recipe, run, model, adapter, dataset, split, precision, device, console, negatives=None) -> dict[str, Any]:
     """Evaluate the best checkpoint and the popularity baseline on the validation and test splits."""
     load_weights(run, model, adapter, "best")
     model.eval()
-    results = evaluate_splits(recipe, model, split, ["valid", "test"], precision, device, console)
+    results = evaluate_splits(recipe, model, split, ["valid", "test"], precision, device, console, negatives)
     for name in ("valid", "test"):
-        run.append_metrics({"split": name, "final": True, **results[name]["model"]})
+        run.append_metrics({"split": name, "final": True, "protocol": results["protocol"], **results[name]["model"]})
     return results
 
 
-def evaluate_splits(recipe: Recipe, model, data: LeaveOneOut, splits: list[str], precision, device, console) -> dict[str, Any]:
+def evaluate_splits(recipe: Recipe, model, data: LeaveOneOut, splits: list[str], precision, device, console,
+                    negatives: SampledNegatives | None = None) -> dict[str, Any]:
     """Model and popularity-baseline metrics on each named split (``valid``/``test``)."""
     ev = recipe.eval
     popularity = popularity_scorer(data.train.item_counts(), device)
     scorer = model_scorer(model)
     kw = dict(max_len=model.max_len, mask_token=model.mask_token, ks=tuple(ev.ks), exclude_history=ev.exclude_history,
-              batch_size=ev.batch_size, device=device)
-    out: dict[str, Any] = {"protocol": f"full ranking, leave-one-out, exclude_history={ev.exclude_history}"}
+              batch_size=ev.batch_size, device=device, negatives=negatives)
+    out: dict[str, Any] = {"protocol": protocol_name(ev.split, ev.exclude_history, negatives)}
     with progress_bar("users", console) as progress:
         for name in splits:
             eval_set = getattr(data, name)

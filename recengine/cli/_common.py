@@ -40,9 +40,10 @@ def metrics_table(results: dict[str, Any], splits: list[str], ks: list[int]) -> 
     for split in splits:
         table.add_column(f"{split} model", justify="right")
         table.add_column(f"{split} popularity", justify="right")
-    names = [f"{m}@{k}" for m in ("hr", "ndcg") for k in ks] + ["mrr"]
+    names = [f"{m}@{k}" for m in ("hr", "ndcg", "recall", "coverage") for k in ks] + ["mrr"]
+    names = [name for name in names if name in results[splits[0]]["model"]]  # coverage: full ranking only
     for name in names:
-        row = [name.upper().replace("NDCG", "NDCG")]
+        row = [name.upper()]
         for split in splits:
             row += [f"{results[split]['model'][name]:.4f}", f"{results[split]['popularity'][name]:.4f}"]
         table.add_row(*row)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from recengine.cli import data, evaluate, plugins, recipes, recommend, train
+from recengine.cli import bench, data, evaluate, export, plugins, profile, recipes, recommend, report, study, tensorboard, train, tune
 
 app = typer.Typer(
     help="Train, evaluate and serve transformer sequential recommenders.",
@@ -14,7 +14,14 @@ app = typer.Typer(
 )
 app.command(epilog=train.EXAMPLES)(train.train)
 app.command(epilog="Example: recengine evaluate runs/quickstart-demo --split test")(evaluate.evaluate)
-app.command(epilog="Example: recengine recommend runs/quickstart-demo --history 12,7,99 -k 10")(recommend.recommend)
+app.command(epilog=recommend.EXAMPLES)(recommend.recommend)
+app.command(epilog=export.EXAMPLES)(export.export)
+app.command(epilog=bench.EXAMPLES)(bench.bench)
+app.command(epilog=profile.EXAMPLES)(profile.profile)
+app.command(epilog=study.EXAMPLES)(study.study)
+app.command(epilog=report.EXAMPLES)(report.report)
+app.command(epilog=tensorboard.EXAMPLES)(tensorboard.tensorboard)
+app.command(epilog=tune.EXAMPLES)(tune.tune)
 app.add_typer(recipes.app, name="recipes")
 app.add_typer(plugins.app, name="plugins")
 app.add_typer(data.app, name="data")

@@ -2,6 +2,16 @@
 
 All randomness comes from generators seeded by (seed, epoch, batch), so any batch of any
 epoch can be rebuilt exactly: resuming mid-epoch needs no saved data-loader state.
+
+Batches are built on the host (a few small tensor ops) and copied to the device from
+pinned memory without blocking, so the training step never waits on the host and the host
+never waits on the device: the trimmed length and the number of masked positions are
+known on the host for free. Two things keep the device from doing wasted work:
+- each batch is trimmed to the smallest of a few fixed lengths (``trim_lengths``) that
+  holds its longest window; padding is on the left, so trimming drops only padding and
+  the model (which places positions from the right) computes the same thing;
+- the masked positions come as a flat index list padded to a size from a coarse grid
+  (``mask_budget``), so the loss gathers them with no host sync and few distinct shapes.
 """
 
 from __future__ import annotations
@@ -45,17 +55,55 @@ def cloze_mask(
     return inputs, labels
 
 
+IGNORE = -100  # target of a padding slot among the masked positions (recengine.loss.IGNORE)
+
+
+def trim_lengths(max_len: int) -> tuple[int, ...]:
+    """The lengths batches are trimmed to: a quarter, half, three quarters of ``max_len``
+    rounded up to a multiple of 8 (friendly to matmul tiles), and ``max_len`` itself."""
+    round8 = lambda n: -(-n // 8) * 8
+    return tuple(sorted({min(max_len, round8(-(-max_len * q // 4))) for q in (1, 2, 3)} | {max_len}))
+
+
+def mask_budget(count: int) -> int:
+    """Slots for ``count`` masked positions: rounded up on a grid of about 1/4 of a power of two,
+    so batches of one shape reuse one or two sizes (few recompilations) and waste < 25%."""
+    step = max(8, 1 << max(count.bit_length() - 3, 0))
+    return max(step, -(-count // step) * step)
+
+
 @dataclass
 class Batch:
-    inputs: torch.Tensor  # [B, L] item ids with [MASK] tokens
-    labels: torch.Tensor  # [B, L] original item at masked positions, PAD elsewhere
+    inputs: torch.Tensor  # [B, T] item ids with [MASK] tokens, T <= max_len (trimmed left padding)
+    labels: torch.Tensor  # [B, T] original item at masked positions, PAD elsewhere
+    positions: torch.Tensor | None = None  # [K] flat indices into inputs.view(-1) of masked positions, padded
+    targets: torch.Tensor | None = None  # [K] label at each of those positions, IGNORE in padding slots
 
     def __len__(self) -> int:
         return self.inputs.shape[0]
 
 
+def trim(inputs: torch.Tensor, labels: torch.Tensor, lengths: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Drop leading all-padding columns down to the smallest of ``lengths`` that keeps every item."""
+    longest = int((inputs != PAD).sum(dim=1).max()) if inputs.numel() else 0
+    keep = next((n for n in lengths if n >= longest), inputs.shape[1])
+    return inputs[:, -keep:], labels[:, -keep:]
+
+
+def masked_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(positions, targets) of the masked slots of ``labels``, padded to ``mask_budget``."""
+    flat = labels.reshape(-1)
+    found = torch.nonzero(flat != PAD).squeeze(1)
+    size = mask_budget(len(found))
+    positions = torch.zeros(size, dtype=torch.long)
+    targets = torch.full((size,), IGNORE, dtype=torch.long)
+    positions[: len(found)] = found
+    targets[: len(found)] = flat[found]
+    return positions, targets
+
+
 class ClozeBatches:
-    """Epochs of shuffled, masked training windows over ``seqs``, built on ``device``."""
+    """Epochs of shuffled, masked training windows over ``seqs``, delivered on ``device``."""
 
     def __init__(
         self,
@@ -67,11 +115,16 @@ class ClozeBatches:
         window: str = "random",
         seed: int = 0,
         device: str | torch.device = "cpu",
+        trim: bool = True,
+        length_grouping: int = 0,
     ):
         self.device = torch.device(device)
-        self.items = torch.from_numpy(seqs.items).to(self.device)
-        self.starts = torch.from_numpy(seqs.offsets[:-1]).to(self.device)
-        self.lengths = torch.from_numpy(seqs.lengths).to(self.device)
+        # Built on the host; see the module docstring.
+        self.items = torch.from_numpy(seqs.items)
+        self.starts = torch.from_numpy(seqs.offsets[:-1])
+        self.lengths = torch.from_numpy(seqs.lengths)
+        self.trim_lengths = trim_lengths(max_len) if trim else (max_len,)
+        self.length_grouping = length_grouping
         self.num_users = seqs.num_users
         self.mask_token = seqs.num_items + 1
         self.max_len, self.batch_size = max_len, batch_size
@@ -81,22 +134,46 @@ class ClozeBatches:
         return math.ceil(self.num_users / self.batch_size)
 
     def _generator(self, *parts: int) -> torch.Generator:
-        return torch.Generator(device=self.device).manual_seed(_seed(self.seed, *parts))
+        return torch.Generator().manual_seed(_seed(self.seed, *parts))
+
+    def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.device.type == "cuda":
+            return tensor.pin_memory().to(self.device, non_blocking=True)
+        return tensor.to(self.device)
+
+    def _group_by_length(self, order: torch.Tensor, ends: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        # Sort users by window length inside pools of `length_grouping` batches, then shuffle
+        # the batches: similar lengths share a batch, so trimming removes most padding.
+        pool = self.length_grouping * self.batch_size
+        window = (ends - self.starts).clamp(max=self.max_len)[order]
+        parts = [order[lo : lo + pool][torch.argsort(window[lo : lo + pool], stable=True)] for lo in range(0, len(order), pool)]
+        order = torch.cat(parts)
+        batches = list(order.split(self.batch_size))
+        return torch.cat([batches[i] for i in torch.randperm(len(batches), generator=g).tolist()])
 
     def _window_ends(self, g: torch.Generator) -> torch.Tensor:
         if self.window == "last":
             return self.starts + self.lengths
         # A random window end per user and epoch, so long histories are seen whole over epochs.
         shortest = self.lengths.clamp(max=self.max_len)
-        r = torch.rand(self.num_users, generator=g, device=self.device)
+        r = torch.rand(self.num_users, generator=g)
         return self.starts + shortest + (r * (self.lengths - shortest + 1)).long().clamp(max=self.lengths - shortest)
 
     def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[Batch]:
         g = self._generator(epoch)
-        order = torch.randperm(self.num_users, generator=g, device=self.device)
+        order = torch.randperm(self.num_users, generator=g)
         ends = self._window_ends(g)
+        if self.length_grouping:
+            order = self._group_by_length(order, ends, g)
         for b in range(start_batch, len(self)):
-            users = order[b * self.batch_size : (b + 1) * self.batch_size]
-            tokens = gather_windows(self.items, self.starts[users], ends[users], self.max_len)
-            inputs, labels = cloze_mask(tokens, self.mask_prob, self.mask_token, self._generator(epoch, b), self.mask_last)
-            yield Batch(inputs, labels)
+            yield self.batch(order[b * self.batch_size : (b + 1) * self.batch_size], ends, epoch, b)
+
+    def label(self, tokens: torch.Tensor, epoch: int, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(inputs, labels) of the training task: the cloze task here."""
+        return cloze_mask(tokens, self.mask_prob, self.mask_token, self._generator(epoch, b), self.mask_last)
+
+    def batch(self, users: torch.Tensor, ends: torch.Tensor, epoch: int, b: int) -> Batch:
+        tokens = gather_windows(self.items, self.starts[users], ends[users], self.max_len)
+        inputs, labels = trim(*self.label(tokens, epoch, b), self.trim_lengths)
+        positions, targets = masked_positions(labels)
+        return Batch(*(self._to_device(t) for t in (inputs, labels, positions, targets)))

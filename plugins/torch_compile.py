@@ -1,0 +1,66 @@
+"""Compiler `torch-compile`: ``torch.compile`` with a safe fallback to eager.
+
+Compilation happens lazily at the first call, and that is where a missing C compiler,
+a Triton/inductor failure or an unsupported construct shows up. The wrapper catches a
+failure there, warns once, and runs the plain function from then on, so a run never
+dies because the toolchain is missing. An error that eager execution also raises is a
+real bug and propagates from the eager call.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from typing import Callable, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from recengine.hookspecs import hookimpl
+
+
+class CompileOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = Field(
+        "default", description="torch.compile mode; reduce-overhead adds CUDA graphs (static shapes only).")
+    dynamic: bool | None = Field(
+        None, description="Dynamic shapes: None lets torch decide (static first, dynamic after a shape change), false always specialises.")
+    fullgraph: bool = Field(False, description="Fail instead of splitting the graph at unsupported code.")
+    backend: str = Field("inductor", description="torch.compile backend (inductor; aot_eager to debug tracing).")
+
+
+class CompileFallbackWarning(UserWarning):
+    """torch.compile could not run; the function runs eagerly."""
+
+
+class Compiled:
+    """``fn`` compiled on first call, or ``fn`` itself if compiling fails there."""
+
+    def __init__(self, fn: Callable, options: CompileOptions):
+        self.fn = fn
+        self.compiled = torch.compile(fn, mode=None if options.mode == "default" else options.mode,
+                                      dynamic=options.dynamic, fullgraph=options.fullgraph, backend=options.backend)
+        self.checked = False  # True once the compiled version has run (or been given up)
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, *args, **kwargs):
+        if self.checked:
+            return self.compiled(*args, **kwargs)
+        try:
+            out = self.compiled(*args, **kwargs)
+        except Exception as exc:  # any compile failure: the toolchain, inductor, dynamo
+            warnings.warn(f"torch.compile failed ({type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}); "
+                          "running eagerly instead", CompileFallbackWarning, stacklevel=2)
+            self.compiled = self.fn
+            out = self.fn(*args, **kwargs)
+        self.checked = True
+        return out
+
+
+def torch_compile(options: CompileOptions) -> Callable[[Callable], Callable]:
+    return lambda fn: Compiled(fn, options)
+
+
+@hookimpl
+def register_compilers(register):
+    register("torch-compile", torch_compile, options=CompileOptions)

@@ -1,0 +1,140 @@
+"""The study's figures, drawn with matplotlib (Agg backend: no display needed).
+
+    accuracy_vs_size.png     HR@10 and NDCG@10 against parameters, one line per configuration
+    throughput_vs_size.png   samples/s and epoch time against parameters
+    peak_memory.png          peak GPU memory per configuration, grouped by recipe
+    step_time.png            step time per optimisation, grouped by recipe
+
+A figure with nothing to show still gets written, saying why (for example peak GPU memory
+on a CPU-only study), so a report always has the same files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
+
+Row = dict[str, Any]
+PLOTS = ("accuracy_vs_size", "throughput_vs_size", "peak_memory", "step_time")
+
+
+def optimisation(row: Row) -> str:
+    """'baseline', 'amp', 'compile', 'amp+compile', 'ilora+amp+compile'... from a row's plugins."""
+    parts = []
+    if row.get("adapter") not in (None, "none"):
+        parts.append(str(row["adapter"]))
+    if row.get("precision") not in (None, "fp32"):
+        parts.append(str(row["precision"]))
+    if row.get("compiler") not in (None, "eager"):
+        parts.append("compile" if row["compiler"] == "torch-compile" else str(row["compiler"]))
+    return "+".join(parts) or "baseline"
+
+
+def _series_label(row: Row, several_devices: bool) -> str:
+    return optimisation(row) + (f" @ {row.get('device')}" if several_devices else "")
+
+
+def _ok(rows: list[Row], *keys: str) -> list[Row]:
+    return [r for r in rows if r.get("status", "ok") == "ok" and all(r.get(k) is not None for k in keys)]
+
+
+def _empty(ax, message: str) -> None:
+    ax.text(0.5, 0.5, message, ha="center", va="center", wrap=True, fontsize=11, transform=ax.transAxes)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _lines(ax, rows: list[Row], y: str, ylabel: str, log_y: bool = False) -> None:
+    """One line per configuration: ``y`` against parameters."""
+    points = _ok(rows, "parameters", y)
+    if not points:
+        _empty(ax, f"no {ylabel} recorded")
+        return
+    several = len({r.get("device") for r in points}) > 1
+    series: dict[str, list[Row]] = {}
+    for r in points:
+        series.setdefault(_series_label(r, several), []).append(r)
+    for label, group in sorted(series.items(), key=lambda item: (item[0] != "baseline", item[0])):
+        group.sort(key=lambda r: r["parameters"])
+        ax.plot([r["parameters"] / 1e6 for r in group], [r[y] for r in group], marker="o", label=label)
+    ax.set_xscale("log")
+    if log_y:
+        ax.set_yscale("log")
+    for axis in (ax.xaxis, ax.yaxis):  # plain numbers (430, not 4.3x10^2) on log axes too
+        axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        axis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("model size (million parameters)")
+    ax.set_ylabel(ylabel)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+
+
+def _bars(ax, rows: list[Row], y: str, ylabel: str, missing: str) -> None:
+    """Grouped bars: one group per recipe (smallest model first), one bar per configuration."""
+    points = _ok(rows, y)
+    if not points:
+        _empty(ax, missing)
+        return
+    several = len({r.get("device") for r in points}) > 1
+    recipes = sorted({r.get("recipe") or "?" for r in points},
+                     key=lambda name: min((r.get("parameters") or 0) for r in points if (r.get("recipe") or "?") == name))
+    configs = sorted({_series_label(r, several) for r in points}, key=lambda c: (c != "baseline", c))
+    width = 0.8 / len(configs)
+    for i, config in enumerate(configs):
+        values = []
+        for recipe in recipes:
+            match = [r[y] for r in points if (r.get("recipe") or "?") == recipe and _series_label(r, several) == config]
+            values.append(match[0] if match else 0.0)
+        xs = [x + (i - (len(configs) - 1) / 2) * width for x in range(len(recipes))]
+        bars = ax.bar(xs, values, width, label=config)
+        ax.bar_label(bars, fmt="%.0f" if max(values) >= 10 else "%.2f", fontsize=7, padding=2)
+    ax.set_xticks(range(len(recipes)), recipes)
+    ax.set_xlabel("recipe")
+    ax.set_ylabel(ylabel)
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize=8, title="configuration", title_fontsize=8)
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def draw_all(rows: list[Row], out_dir: Path) -> list[Path]:
+    """Draw every figure into ``out_dir``; return the PNG paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+
+    fig, (hr, ndcg) = plt.subplots(1, 2, figsize=(11, 4.5))
+    _lines(hr, rows, "hr@10", "HR@10 (test)")
+    _lines(ndcg, rows, "ndcg@10", "NDCG@10 (test)")
+    fig.suptitle("Accuracy against model size")
+    written.append(_save(fig, out_dir / "accuracy_vs_size.png"))
+
+    fig, (speed, epoch) = plt.subplots(1, 2, figsize=(11, 4.5))
+    _lines(speed, rows, "samples_per_s", "training throughput (samples/s)", log_y=True)
+    _lines(epoch, rows, "epoch_s", "epoch time (s)", log_y=True)
+    fig.suptitle("Throughput and epoch time against model size")
+    written.append(_save(fig, out_dir / "throughput_vs_size.png"))
+
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    _bars(ax, rows, "peak_memory_mb", "peak GPU memory (MiB)", "no peak GPU memory recorded\n(peak memory needs a CUDA device; these cells ran on CPU)")
+    ax.set_title("Peak memory per configuration")
+    written.append(_save(fig, out_dir / "peak_memory.png"))
+
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    _bars(ax, rows, "step_ms", "median step time (ms)", "no step time recorded")
+    ax.set_title("Step time per optimisation")
+    written.append(_save(fig, out_dir / "step_time.png"))
+    return written

@@ -1,0 +1,44 @@
+"""Profiling a few training steps of a recipe, without a full training run.
+
+``profile_recipe`` builds data, model and plugins exactly as training does and runs just
+enough steps for the recipe's profiler (its wait + warm-up + active window) inside it.
+It is the engine of `recengine profile` and of a study's profile pass.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from recengine.data.batching import ClozeBatches
+from recengine.recipe import Recipe
+from recengine.training import TrainStep, adamw, build_model, load_data, resolve_device
+
+
+def steps_to_run(profiler: Any, default: int = 5) -> int:
+    """How many steps the profiler needs to finish its window."""
+    return int(getattr(profiler, "steps_needed", default))
+
+
+def profile_recipe(recipe: Recipe, out_dir: Path) -> dict[str, Any]:
+    """Run the recipe's profiler over its window of training steps; return its summary
+    (the `torch` profiler's top operators, step time...) and the steps per epoch."""
+    torch.manual_seed(recipe.run.seed)
+    device = resolve_device(recipe.run.device)
+    dataset, split = load_data(recipe)
+    model, _ = build_model(recipe, dataset.num_items)
+    model.to(device).train()
+    cfg = recipe.train
+    step = TrainStep(model, adamw(model, cfg.lr, cfg.weight_decay, cfg.betas, device),
+                     recipe.precision.build(device=device), recipe.compiler.build(), cfg)
+    batches = ClozeBatches(split.train, model.max_len, cfg.batch_size, cfg.mask_prob, cfg.mask_last, cfg.window, recipe.run.seed, device)
+    stream = (batch for epoch in range(10**9) for batch in batches.epoch(epoch))
+    profiler = recipe.profiler.build(out_dir=Path(out_dir))
+    steps = steps_to_run(profiler)
+    with profiler:
+        for _ in range(steps):
+            step(next(stream), cfg.lr)
+            profiler.step()
+    return {"steps": steps, "steps_per_epoch": len(batches), "summary": getattr(profiler, "summary", {})}

@@ -1,0 +1,32 @@
+"""Training tasks: how a model's training batches are made, chosen by the model itself.
+
+A model plugin declares ``training_task`` (see ``recengine.model.SequenceModel``):
+``"cloze"`` (BERT4Rec: random items replaced by [MASK]) or ``"next_item"`` (causal
+models such as SASRec: every position predicts its own item from the ones before it).
+Both yield ``Batch(inputs, labels, positions, targets)`` with PAD labels where there is nothing to predict,
+so the losses and the training loop are the same for every task.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from recengine.data.batching import ClozeBatches
+from recengine.data.next_item import NextItemBatches
+from recengine.data.sequences import Sequences
+from recengine.errors import UserError
+
+TASKS = {
+    "cloze": lambda seqs, max_len, cfg, seed, device: ClozeBatches(
+        seqs, max_len, cfg.batch_size, cfg.mask_prob, cfg.mask_last, cfg.window, seed, device, length_grouping=cfg.length_grouping),
+    "next_item": lambda seqs, max_len, cfg, seed, device: NextItemBatches(
+        seqs, max_len, cfg.batch_size, cfg.window, seed, device, length_grouping=cfg.length_grouping),
+}
+
+
+def training_batches(model, seqs: Sequences, train_cfg, seed: int, device: torch.device | str):
+    """The batch stream for ``model``'s own training task."""
+    task = getattr(model, "training_task", "cloze")
+    if task not in TASKS:
+        raise UserError(f"model declares training_task '{task}'; known tasks: {', '.join(TASKS)}")
+    return TASKS[task](seqs, model.max_len, train_cfg, seed, device)

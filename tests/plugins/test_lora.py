@@ -1,0 +1,122 @@
+import pytest
+import torch
+
+from recengine.data.batching import ClozeBatches
+from recengine.data.split import leave_one_out
+from recengine.errors import UserError
+from recengine.recipe import TrainSection
+from recengine.training import TrainStep, adamw
+from recengine_plugins.bert4rec import bert4rec, bert4rec_130m
+from recengine_plugins.defaults import FP32
+from recengine_plugins.ilora import ILoRA, ILoRAOptions
+from recengine_plugins.lora import LoRA, LoRALinear, LoRAOptions
+from recengine_plugins.synthetic import synthetic
+
+torch.set_num_threads(1)
+
+
+def tiny(seed=0, **kw):
+    torch.manual_seed(seed)
+    return bert4rec(30, hidden=16, layers=1, heads=2, max_len=12, dropout=0.0, attention_dropout=0.0, **kw)
+
+
+def tokens(batch=6, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    t = torch.randint(1, 31, (batch, 12), generator=g)
+    t[:, :3] = 0  # left padding
+    t[:, -1] = 31  # [MASK]
+    return t
+
+
+def perturb_adapters(model, seed=2):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.requires_grad:
+                p.add_(torch.randn(p.shape, generator=g) * 0.3)
+
+
+def test_adapted_model_starts_equal_to_base_and_only_adapters_train():
+    base = tiny().eval()
+    expected = base.encode(tokens())
+    model = LoRA(LoRAOptions(rank=4)).adapt(tiny()).eval()
+    assert torch.equal(model.encode(tokens()), expected)  # lora_b starts at zero
+    trainable = LoRA(LoRAOptions()).trainable_state(model)
+    assert trainable and all(".lora_a" in k or ".lora_b" in k for k in trainable)
+    assert "blocks.0.attention.q.weight" in model.state_dict()  # base keys unchanged
+
+
+def test_targets_select_layers_by_name():
+    model = LoRA(LoRAOptions(rank=2, targets=["q", "fc2"])).adapt(tiny())
+    adapted = {name for name, m in model.named_modules() if isinstance(m, LoRALinear)}
+    assert adapted == {"blocks.0.attention.q", "blocks.0.fc2"}
+
+
+def test_merge_equals_unmerged_forward_and_leaves_the_model_alone():
+    adapter = LoRA(LoRAOptions(rank=4, alpha=8))
+    model = adapter.adapt(tiny()).eval()
+    perturb_adapters(model)
+    t = tokens()
+    unmerged = model.encode(t)
+    assert not torch.allclose(unmerged, tiny().eval().encode(t), atol=1e-3)  # the update is not trivial
+    merged = adapter.for_export(model).eval()
+    assert not any(isinstance(m, LoRALinear) for m in merged.modules())
+    torch.testing.assert_close(merged.encode(t), unmerged, atol=1e-5, rtol=1e-5)
+    assert any(isinstance(m, LoRALinear) for m in model.modules())
+    assert adapter.for_inference(model) is model
+    assert LoRA(LoRAOptions(merge=True)).for_inference(model) is not model
+
+
+@pytest.mark.parametrize("adapter", [LoRA(LoRAOptions(rank=4)), ILoRA(ILoRAOptions(rank=4, experts=2))])
+def test_base_weights_stay_bit_identical_after_adapter_training(adapter):
+    data = leave_one_out(synthetic(60, 30, 8).sequences)
+    model = adapter.adapt(tiny()).train()
+    base_before = {k: v.clone() for k, v in model.state_dict().items() if k not in adapter.trainable_state(model)}
+    adapters_before = {k: v.detach().clone() for k, v in adapter.trainable_state(model).items()}
+    cfg = TrainSection(weight_decay=0.1, lr=1e-2)  # weight decay must not reach frozen weights
+    step = TrainStep(model, adamw(model, cfg.lr, cfg.weight_decay, cfg.betas, torch.device("cpu")), FP32(torch.device("cpu")),
+                     lambda fn: fn, cfg)
+    for batch in ClozeBatches(data.train, 12, 16, 0.2, True, "random", 0, torch.device("cpu")).epoch(0):
+        step(batch, cfg.lr)
+    after = model.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in base_before.items())
+    assert any(not torch.equal(after[k], v) for k, v in adapters_before.items())
+
+
+def test_trainable_share_of_bert4rec_130m_with_rank_8_on_attention_and_ffn():
+    with torch.device("meta"):  # no 130M allocation
+        model = LoRA(LoRAOptions(rank=8)).adapt(bert4rec_130m())
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    hidden, ffn, layers = 384, 1536, 4
+    assert trainable == layers * 8 * (4 * (hidden + hidden) + 2 * (hidden + ffn))  # 221,184
+    assert 0.0015 < trainable / total < 0.002  # ~0.17% of 130M (the catalog embeddings dominate)
+
+
+def test_unknown_target_is_refused():
+    with pytest.raises(UserError, match="no linear layer named"):
+        LoRA(LoRAOptions.model_construct(rank=2, alpha=4.0, dropout=0.0, targets=["nope"], merge=False)).adapt(tiny())
+
+
+def test_compile_friendly_forward_under_autocast():
+    model = LoRA(LoRAOptions(rank=4, dropout=0.1)).adapt(tiny()).train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model.encode(tokens())
+    assert torch.isfinite(out.float()).all()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("adapter", [LoRA(LoRAOptions(rank=4, dropout=0.1)), ILoRA(ILoRAOptions(rank=4, experts=2, gate="topk")),
+                                     ILoRA(ILoRAOptions(rank=4, experts=2, gate_input="encoder"))])
+def test_adapted_encode_traces_without_graph_breaks(adapter):
+    model = adapter.adapt(tiny()).train()
+    explanation = torch._dynamo.explain(model.encode)(tokens())
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    step = torch.compile(lambda t: model.encode(t).sum(), backend="aot_eager")
+    for seed in range(3):  # the gate attribute set per call must not trigger recompiles
+        step(tokens(seed=seed)).backward()
+    assert counters["stats"]["unique_graphs"] == 1

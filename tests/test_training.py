@@ -1,0 +1,94 @@
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from recengine import checkpoint
+from recengine.hookspecs import hookimpl
+from recengine.plugins import load_registry
+from recengine.recipe import load_recipe
+from recengine.runs import RunDir
+from recengine.training import train
+
+
+class Crash(Exception):
+    pass
+
+
+class CrashAtStep:
+    """A monitor plugin that simulates a crash once training reaches a given step."""
+
+    def __init__(self, at_step: int):
+        self.at_step = at_step
+
+    @hookimpl
+    def register_monitors(self, register):
+        def factory(options, log_dir):
+            outer = self
+
+            class Monitor:
+                def log_scalars(self, step, values):
+                    if step == outer.at_step:
+                        raise Crash(f"simulated crash at step {step}")
+
+                def log_hparams(self, hparams, metrics):
+                    pass
+
+                def close(self):
+                    pass
+
+            return Monitor()
+
+        register("crash", factory)
+
+
+def _run(tmp_path, name, recipe_path, overrides=(), extra=()):
+    registry = load_registry(extra_plugins=extra)
+    recipe = load_recipe(recipe_path, registry, list(overrides))
+    run = RunDir(tmp_path / name)
+    run.path.mkdir()
+    return recipe, run
+
+
+def _final_weights(run):
+    return load_file(str(checkpoint.read_pointer(run.checkpoints, "latest") / "model.safetensors"))
+
+
+@pytest.mark.parametrize("checkpoint_every", [0, 3])
+def test_resume_after_a_crash_gives_the_same_final_weights(tmp_path, tiny_recipe, checkpoint_every):
+    overrides = [f"train.checkpoint_every_steps={checkpoint_every}", "train.patience=10"]
+    recipe, straight = _run(tmp_path, "straight", tiny_recipe, overrides)
+    train(recipe, straight)
+
+    # Crash at step 7 (epoch 2 of 3, 5 steps per epoch): resume from the last checkpoint,
+    # step 5 (epoch end) or step 6 (mid-epoch).
+    crash = [("crash-plugin", CrashAtStep(7))]
+    recipe, crashed = _run(tmp_path, "crashed", tiny_recipe, overrides + ['monitors=[{name="crash"}]'], crash)
+    with pytest.raises(Crash):
+        train(recipe, crashed)
+    resumed_from = checkpoint.load_state(checkpoint.read_pointer(crashed.checkpoints, "latest"))["loop"]["step"]
+    assert resumed_from == (6 if checkpoint_every else 5)
+    recipe, _ = _run(tmp_path, "unused", tiny_recipe, overrides)
+    train(recipe, crashed, resume=True)
+
+    a, b = _final_weights(straight), _final_weights(crashed)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert json.loads(straight.results.read_text())["test"]["model"] == json.loads(crashed.results.read_text())["test"]["model"]
+
+
+@pytest.mark.slow
+def test_training_beats_popularity_and_writes_the_run(tmp_path, tiny_recipe):
+    recipe, run = _run(tmp_path, "run", tiny_recipe, ["train.epochs=8", "dataset.users=1000", "dataset.items=100", "train.batch_size=32", "model.hidden=32", "train.lr=5e-3", 'monitors=[{name="tensorboard"}]'])
+    results = train(recipe, run)
+    assert results["test"]["model"]["ndcg@10"] > 1.5 * results["test"]["popularity"]["ndcg@10"]
+    assert run.recipe.exists() is False  # the CLI writes recipe.toml; train() writes the rest
+    assert {p.name for p in run.path.iterdir()} >= {"data.json", "metrics.jsonl", "results.json", "checkpoints", "tensorboard"}
+    lines = [json.loads(l) for l in run.metrics.read_text().splitlines()]
+    assert [l["epoch"] for l in lines if l["split"] == "valid" and "epoch" in l] == list(range(1, 9))
+    assert any(p.name.startswith("events.out.tfevents") for p in run.tensorboard.rglob("*"))
+    best = checkpoint.read_pointer(run.checkpoints, "best")
+    checkpoint.verify(best)
+    assert len(list(run.checkpoints.glob("step-*"))) <= 3  # keep_last=2 plus the best
