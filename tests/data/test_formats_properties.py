@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from recengine.data.formats import FORMATS, read_interactions
 from recengine.errors import UserError
 
-from test_formats import FIXTURES
+from tests.data.test_formats import FIXTURES
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 line_text = st.text(alphabet=string.printable.replace("\n", "").replace("\r", "") + "é'\"{}:,\t", max_size=60)
