@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from recengine.cli import bench, evaluate, export, plugins, profile, recipes, recommend, report, study, tensorboard, train, tune
+from recengine.cli import bench, data, evaluate, export, plugins, profile, recipes, recommend, report, study, tensorboard, train, tune
 
 app = typer.Typer(
     help="Train, evaluate and serve transformer sequential recommenders.",
@@ -24,6 +24,7 @@ app.command(epilog=tensorboard.EXAMPLES)(tensorboard.tensorboard)
 app.command(epilog=tune.EXAMPLES)(tune.tune)
 app.add_typer(recipes.app, name="recipes")
 app.add_typer(plugins.app, name="plugins")
+app.add_typer(data.app, name="data")
 
 
 def main() -> None:
