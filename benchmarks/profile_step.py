@@ -53,4 +53,4 @@ with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU, tor
     torch.cuda.synchronize()
 table = prof.key_averages()
 print(table.table(sort_by="self_cuda_time_total", row_limit=22, max_name_column_width=60))
-print(table.table(sort_by="cpu_time_total", row_limit=15, max_name_column_width=60))
+print(table.table(sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=60))
