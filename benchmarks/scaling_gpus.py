@@ -21,11 +21,11 @@ import torch.distributed as tdist
 
 from recengine import distributed
 from recengine.bench import device_name
-from recengine.data.batching import ClozeBatches
-from recengine.loss import Objective
+from recengine.losses import Objective, build_loss
 from recengine.model import count_parameters
 from recengine.plugins import load_registry
 from recengine.recipe import resolve
+from recengine.tasks import training_batches
 from recengine.training import TrainStep, adamw, build_model, load_data, resolve_device
 
 SHAPES = {  # plugins/bert4rec.py's named sizes, over the ML-20M-sized synthetic catalog
@@ -65,12 +65,12 @@ def main() -> None:
     model, _ = build_model(recipe, split.train.num_items)
     model.to(device).train()
     parameters = count_parameters(model)
-    objective = dist.wrap(Objective(model))
     cfg = recipe.train
+    objective = dist.wrap(Objective(model, build_loss(model, cfg, split.train.item_counts())))
     step = TrainStep(model, adamw(model, cfg.lr, cfg.weight_decay, cfg.betas, device), recipe.precision.build(device=device),
-                     recipe.compiler.build(), cfg, dist, objective)
+                     recipe.compiler.build(), cfg, dist=dist, objective=objective)
     global_batch = distributed.global_batch_size(cfg.batch_size, cfg.batch_size_is, dist.world_size)
-    batches = ClozeBatches(split.train, model.max_len, global_batch, cfg.mask_prob, cfg.mask_last, cfg.window, 0, device, rows=dist.rows)
+    batches = training_batches(model, split.train, cfg, 0, device, dist.rank, dist.world_size)
     stream = (b for epoch in range(10**6) for b in batches.epoch(epoch) if len(b) == args.batch)  # full batches only
     torch.cuda.reset_peak_memory_stats(device)
     times = []

@@ -122,6 +122,7 @@ def _evaluate_job(out: Path, batch_size: int) -> None:
     dist.close()
 
 
+@pytest.mark.slow
 def test_metrics_on_two_processes_equal_one_process_exactly(tmp_path):
     # 101 users in batches of 8: 13 batches, 7 on rank 0 and 6 on rank 1, the last one partial.
     single = _evaluate_both(8)
