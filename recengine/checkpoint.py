@@ -182,7 +182,8 @@ def prune(root: Path, keep_last: int, protect: set[str]) -> None:
             shutil.rmtree(trash, ignore_errors=True)
 
 
-def load_into_model(model: torch.nn.Module, tensors: dict[str, torch.Tensor], source: Path, required: Iterable[str]) -> None:
+def load_into_model(model: torch.nn.Module, tensors: dict[str, torch.Tensor], source: Path, required: Iterable[str],
+                    load=lambda model, tensors: model.load_state_dict(tensors, strict=False)) -> None:
     """Load ``tensors`` into ``model``; one clear error when names or shapes differ.
 
     ``required`` names the tensors the checkpoint must hold (all of them for a full model,
@@ -200,12 +201,15 @@ def load_into_model(model: torch.nn.Module, tensors: dict[str, torch.Tensor], so
     missing = [k for k in required if k not in tensors]
     if missing:
         raise UserError(f"{source}: tensors missing from checkpoint: {', '.join(missing[:5])}: the checkpoint comes from a different model")
-    model.load_state_dict(tensors, strict=False)
+    load(model, tensors)  # FSDP2 passes its own loader that shards the full tensors (recengine/distributed.py)
 
 
 def optimizer_to_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    return state_dict_to_tensors(optimizer.state_dict())
+
+
+def state_dict_to_tensors(sd: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Split an optimizer state_dict into tensors (for safetensors) and JSON metadata."""
-    sd = optimizer.state_dict()
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, dict[str, Any]] = {}
     for pid, param_state in sd["state"].items():
@@ -218,10 +222,14 @@ def optimizer_to_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, to
 
 
 def optimizer_from_tensors(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    optimizer.load_state_dict(tensors_to_state_dict(tensors, meta))
+
+
+def tensors_to_state_dict(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
     state: dict[int, dict[str, Any]] = {}
     for name, value in tensors.items():
         pid, key = name.split(".", 1)
         state.setdefault(int(pid), {})[key] = value
     for pid, values in meta["scalars"].items():
         state.setdefault(int(pid), {}).update(values)
-    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    return {"state": state, "param_groups": meta["param_groups"]}

@@ -29,6 +29,7 @@ from recengine.checkpoint import atomic_write_bytes
 from recengine.data.batching import gather_windows
 from recengine.data.sequences import Sequences
 from recengine.data.split import EvalSet
+from recengine.distributed import Single
 from recengine.errors import UserError
 from recengine.metrics import DEFAULT_KS, coverage, metrics_from_ranks, recall, sampled_ranks, target_ranks, topk_thresholds
 from recengine.model import SequenceModel, item_scores
@@ -130,24 +131,30 @@ def load_or_draw_negatives(path: Path, seqs: Sequences, users: np.ndarray, count
 
 
 class _Tally:
-    """Per-user integers gathered over batches; metrics are computed once at the end."""
+    """Per-user integers (one slot per user, filled batch by batch); metrics are computed
+    once at the end. Data-parallel ranks fill disjoint users and all-reduce the tables."""
 
-    def __init__(self, ks: tuple[int, ...], num_items: int, device):
+    def __init__(self, ks: tuple[int, ...], users: int, num_items: int, device):
         self.ks, self.num_items = ks, num_items
-        self.ranks: list[torch.Tensor] = []
-        self.hits: dict[int, list[torch.Tensor]] = {k: [] for k in ks}
-        self.held_out: list[torch.Tensor] = []
-        self.recommended = {k: torch.zeros(num_items + 1, dtype=torch.bool, device=device) for k in ks}
+        self.ranks = torch.zeros(users, dtype=torch.long, device=device)
+        self.hits = torch.zeros(len(ks), users, dtype=torch.long, device=device)
+        self.held_out = torch.zeros(users, dtype=torch.long, device=device)
+        self.recommended = torch.zeros(len(ks), num_items + 1, dtype=torch.bool, device=device)
         self.with_coverage = True
 
+    def combine(self, dist: Single) -> None:
+        """Sum the per-user tables over ranks (each user was filled by exactly one rank)."""
+        table = dist.sum_tensor(torch.cat([self.ranks[None], self.hits, self.held_out[None]]))
+        self.ranks, self.hits, self.held_out = table[0], table[1:-1], table[-1]
+        self.recommended = dist.sum_tensor(self.recommended.long()) > 0
+
     def metrics(self) -> dict[str, float]:
-        ranks = torch.cat(self.ranks) if self.ranks else torch.zeros(0, dtype=torch.long)
-        out = metrics_from_ranks(ranks.cpu(), self.ks)
-        held_out = torch.cat(self.held_out).cpu() if self.held_out else torch.zeros(0)
-        for k in self.ks:
-            out[f"recall@{k}"] = recall(torch.cat(self.hits[k]).cpu(), held_out) if self.held_out else 0.0
+        out = metrics_from_ranks(self.ranks.cpu(), self.ks)
+        held_out = self.held_out.cpu()
+        for i, k in enumerate(self.ks):
+            out[f"recall@{k}"] = recall(self.hits[i].cpu(), held_out) if len(held_out) else 0.0
             if self.with_coverage:
-                out[f"coverage@{k}"] = coverage(self.recommended[k].cpu(), self.num_items)
+                out[f"coverage@{k}"] = coverage(self.recommended[i].cpu(), self.num_items)
         return out
 
 
@@ -163,8 +170,12 @@ def evaluate(
     device: torch.device | str = "cpu",
     on_batch: Callable[[int], None] = lambda n: None,
     negatives: SampledNegatives | None = None,
+    dist: Single = Single(),
 ) -> dict[str, float]:
-    """HR@K, NDCG@K, MRR, Recall@K (and, for full ranking, coverage@K) over ``eval_set``."""
+    """HR@K, NDCG@K, MRR, Recall@K (and, for full ranking, coverage@K) over ``eval_set``.
+
+    With ``dist`` (data-parallel ranks) each rank scores whole batches of its own and the
+    per-user integers are all-reduced: the metrics equal one process's exactly."""
     ks = tuple(ks)
     seqs, held = eval_set.inputs, eval_set.all_held_out
     items = torch.from_numpy(seqs.items).to(device)
@@ -173,14 +184,20 @@ def evaluate(
     held_offsets = torch.from_numpy(held.offsets).to(device)
     targets = torch.from_numpy(eval_set.targets).to(device)
     sampled = torch.from_numpy(negatives.for_users(eval_set.users)).to(device) if negatives is not None else None
-    tally = _Tally(ks, seqs.num_items, device)
-    tally.with_coverage = sampled is None  # coverage is a property of full-catalog rankings
     n, max_k = len(eval_set), max(ks)
-    for lo in range(0, n, batch_size):
-        hi = min(lo + batch_size, n)
+    tally = _Tally(ks, n, seqs.num_items, device)
+    tally.with_coverage = sampled is None  # coverage is a property of full-catalog rankings
+
+    def window(lo: int, hi: int) -> torch.Tensor:
         tokens = gather_windows(items, offsets[lo:hi], offsets[lo + 1 : hi + 1], max_len - 1)
-        tokens = torch.cat([tokens, tokens.new_full((hi - lo, 1), mask_token)], dim=1)
-        scores = scorer(tokens).float()
+        return torch.cat([tokens, tokens.new_full((hi - lo, 1), mask_token)], dim=1)
+
+    for b in dist.my_batches(-(-n // batch_size)):
+        if b is None:  # FSDP2 ranks must run forwards in lockstep: a forward that is not counted
+            scorer(window(0, min(n, batch_size)))
+            continue
+        lo, hi = b * batch_size, min((b + 1) * batch_size, n)
+        scores = scorer(window(lo, hi)).float()
         if sampled is None and exclude_history:  # sampled negatives are never in the history
             lengths = offsets[lo + 1 : hi + 1] - offsets[lo:hi]
             rows = torch.repeat_interleave(torch.arange(hi - lo, device=device), lengths)
@@ -188,21 +205,22 @@ def evaluate(
         held_rows = torch.repeat_interleave(torch.arange(hi - lo, device=device), held_offsets[lo + 1 : hi + 1] - held_offsets[lo:hi])
         held_scores = scores[held_rows, held_items[held_offsets[lo] : held_offsets[hi]]]
         if sampled is None:
-            tally.ranks.append(target_ranks(scores, targets[lo:hi]))
+            tally.ranks[lo:hi] = target_ranks(scores, targets[lo:hi])
             values, indices = topk_thresholds(scores, max_k)
-            for k in ks:
+            for i, k in enumerate(ks):
                 in_top = held_scores > values[held_rows, k]
-                tally.hits[k].append(torch.zeros(hi - lo, dtype=torch.long, device=device).index_add_(0, held_rows, in_top.long()))
+                tally.hits[i, lo:hi].index_add_(0, held_rows, in_top.long())
                 top = indices[:, :k][values[:, :k] > values[:, k : k + 1]]
-                tally.recommended[k][top] = True
+                tally.recommended[i, top] = True
         else:
             batch_negatives = sampled[lo:hi]
-            tally.ranks.append(sampled_ranks(scores, targets[lo:hi], batch_negatives))
+            tally.ranks[lo:hi] = sampled_ranks(scores, targets[lo:hi], batch_negatives)
             ahead = (scores.gather(1, batch_negatives)[held_rows] >= held_scores[:, None]).sum(dim=1)
-            for k in ks:
-                tally.hits[k].append(torch.zeros(hi - lo, dtype=torch.long, device=device).index_add_(0, held_rows, (ahead < k).long()))
-        tally.held_out.append(held_offsets[lo + 1 : hi + 1] - held_offsets[lo:hi])
+            for i, k in enumerate(ks):
+                tally.hits[i, lo:hi].index_add_(0, held_rows, (ahead < k).long())
+        tally.held_out[lo:hi] = held_offsets[lo + 1 : hi + 1] - held_offsets[lo:hi]
         on_batch(hi - lo)
+    tally.combine(dist)
     return tally.metrics()
 
 

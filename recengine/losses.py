@@ -25,10 +25,11 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from recengine.data.sequences import PAD
 from recengine.loss import IGNORE, cross_entropy_at
-from recengine.model import SequenceModel
+from recengine.model import SequenceModel, item_scores
 
 Loss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (hidden, positions, targets) -> scalar
 
@@ -116,3 +117,27 @@ def build_loss(model: SequenceModel, train_cfg, item_counts: np.ndarray | None =
         "focal": lambda: focal(model, train_cfg.focal_gamma),
     }
     return builders[getattr(train_cfg, "loss", "ce")]()
+
+
+class Objective(nn.Module):
+    """The model's two uses as one module, so DDP and FSDP2 see them as ``forward`` calls
+    (their hooks run only there): ``(inputs, positions, targets[, scale])`` -> training loss,
+    ``(tokens)`` -> catalog scores at the last position, for evaluation.
+
+    ``scale`` (data-parallel ranks only, see ``Batch.loss_scale``) turns this rank's mean
+    into its share of the global batch's mean; without it the loss is returned untouched."""
+
+    def __init__(self, model: SequenceModel, loss: Loss):
+        super().__init__()
+        self.model, self.loss = model, loss
+
+    def forward(self, inputs: torch.Tensor, positions: torch.Tensor | None = None, targets: torch.Tensor | None = None,
+                scale: torch.Tensor | None = None) -> torch.Tensor:
+        hidden = self.model.encode(inputs)
+        if positions is None:
+            return item_scores(self.model, hidden[:, -1])
+        loss = self.loss(hidden, positions, targets)
+        if scale is None:
+            return loss
+        # A rank with nothing to predict has scale 0 and a 0/0 mean: count it as 0, with zero gradients.
+        return torch.where(scale > 0, loss, 0.0) * scale

@@ -62,6 +62,10 @@ class TrainSection(Section):
         "popularity", description="How sampled_softmax draws its negatives (log-Q corrects for it); gbce always samples uniformly.")
     gbce_t: float = Field(0.75, ge=0, le=1, description="gBCE calibration t: 0 is plain BCE, 1 fully calibrated.")
     focal_gamma: float = Field(2.0, ge=0, description="Focal loss exponent gamma (0 is cross-entropy).")
+    batch_size_is: Literal["global", "per_gpu"] = Field(
+        "global", description="With several processes (torchrun): 'global' keeps batch_size sequences per step over all ranks; "
+        "'per_gpu' gives each rank batch_size, so a step holds batch_size x ranks and an epoch has that many times fewer steps "
+        "(warm-up and cosine decay are in steps and follow; lr is not rescaled).")
 
 
 class EvalSection(Section):
@@ -105,6 +109,12 @@ class InitSection(Section):
     from_run: str | None = Field(None, description="Fine-tune: start from this run's best checkpoint (e.g. \"runs/base-...\"); "
                                                   "with an adapter only the adapter trains and checkpoints hold it alone.")
     train_output: bool = Field(False, description="With from_run and an adapter: also train the output layer (untied models).")
+
+
+class DistributedSection(Section):
+    strategy: Literal["ddp", "fsdp2"] = Field(
+        "ddp", description="Under torchrun: 'ddp' replicates the model on every rank; 'fsdp2' shards parameters, gradients "
+        "and optimizer state (torch.distributed.fsdp.fully_shard) for models that do not fit one GPU.")
 
 
 class PluginSection(BaseModel):
@@ -157,6 +167,7 @@ class Recipe:
     monitors: list[Choice] = field(default_factory=list)
     source: str = "<recipe>"
     init: InitSection = field(default_factory=InitSection)
+    distributed: DistributedSection = field(default_factory=DistributedSection)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -164,6 +175,7 @@ class Recipe:
             "train": self.train.model_dump(mode="json"),
             "eval": self.eval.model_dump(mode="json"),
             "init": self.init.model_dump(mode="json"),
+            "distributed": self.distributed.model_dump(mode="json"),
         }
         for kind in PLUGIN_SECTIONS:
             out[kind] = getattr(self, kind).to_dict()
@@ -246,7 +258,8 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
-CORE_SECTIONS: dict[str, type[Section]] = {"run": RunSection, "train": TrainSection, "eval": EvalSection, "init": InitSection}
+CORE_SECTIONS: dict[str, type[Section]] = {"run": RunSection, "train": TrainSection, "eval": EvalSection, "init": InitSection,
+                                          "distributed": DistributedSection}
 
 
 def resolve(data: dict[str, Any], registry: Registry, source: str = "<recipe>") -> Recipe:

@@ -14,6 +14,7 @@ import torch
 from recengine.data.batching import ClozeBatches
 from recengine.data.next_item import NextItemBatches
 from recengine.data.sequences import Sequences
+from recengine.distributed import global_batch_size
 from recengine.errors import UserError
 
 TASKS = {
@@ -24,9 +25,17 @@ TASKS = {
 }
 
 
-def training_batches(model, seqs: Sequences, train_cfg, seed: int, device: torch.device | str):
-    """The batch stream for ``model``'s own training task."""
+def training_batches(model, seqs: Sequences, train_cfg, seed: int, device: torch.device | str, rank: int = 0, world_size: int = 1):
+    """The batch stream for ``model``'s own training task.
+
+    On ``world_size`` data-parallel ranks every rank builds the same global batches and
+    keeps its own rows; ``train.batch_size_is`` says whether batch_size is global or per rank."""
     task = getattr(model, "training_task", "cloze")
     if task not in TASKS:
         raise UserError(f"model declares training_task '{task}'; known tasks: {', '.join(TASKS)}")
-    return TASKS[task](seqs, model.max_len, train_cfg, seed, device)
+    if world_size > 1:
+        global_size = global_batch_size(train_cfg.batch_size, train_cfg.batch_size_is, world_size)
+        train_cfg = train_cfg.model_copy(update={"batch_size": global_size})
+    batches = TASKS[task](seqs, model.max_len, train_cfg, seed, device)
+    batches.shard(rank, world_size)
+    return batches

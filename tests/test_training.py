@@ -92,3 +92,26 @@ def test_training_beats_popularity_and_writes_the_run(tmp_path, tiny_recipe):
     best = checkpoint.read_pointer(run.checkpoints, "best")
     checkpoint.verify(best)
     assert len(list(run.checkpoints.glob("step-*"))) <= 3  # keep_last=2 plus the best
+
+
+def test_clipping_folded_into_fused_adamw_equals_clip_grad_norm():
+    from recengine.training import gradient_clipper
+
+    def run(fused: bool):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Linear(5, 3))
+        optimizer = torch.optim.AdamW(model.parameters(), lr=0.1, fused=fused)
+        clip = gradient_clipper(optimizer, torch.amp.GradScaler("cpu", enabled=False), max_norm=0.05)
+        norms = []
+        for i in range(3):
+            optimizer.zero_grad()
+            (model(torch.randn(4, 6, generator=torch.Generator().manual_seed(i))) ** 2).sum().backward()
+            norms.append(clip(list(model.parameters())))
+            optimizer.step()
+        return [p.detach() for p in model.parameters()], norms
+
+    (plain, plain_norms), (folded, folded_norms) = run(False), run(True)
+    assert all(n > 0.05 for n in plain_norms)  # the clip was active on every step
+    for a, b in zip(plain, folded):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(torch.stack(plain_norms), torch.stack(folded_norms))

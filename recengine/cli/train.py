@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import datetime
+import os
+import shutil
+import sys
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -12,7 +16,8 @@ from recengine.cli._common import console, err_console, metrics_table, user_erro
 from recengine.errors import UserError
 from recengine.inference import load_run_recipe
 from recengine.plugins import load_registry
-from recengine.recipe import load_recipe
+from recengine.checkpoint import atomic_write_text
+from recengine.recipe import load_recipe, read_toml
 from recengine.runs import RunDir
 from recengine.training import train as run_training
 
@@ -23,6 +28,8 @@ EXAMPLES = """Examples:
   recengine train recipes/quickstart.toml train.lr=3e-4 model.layers=2 --name my-run
 
   recengine train --resume runs/my-run
+
+  recengine train recipes/quickstart.toml --nproc 2      # = torchrun --standalone --nproc_per_node=2 -m recengine train ...
 """
 
 
@@ -33,9 +40,13 @@ def train(
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue this run directory from its latest checkpoint."),
     output_dir: Optional[Path] = typer.Option(None, "--output-dir", help="Parent of the run directory (default: run.output_dir)."),
     name: Optional[str] = typer.Option(None, "--name", help="Run directory name (default: <run.name>-<time>)."),
+    nproc: int = typer.Option(0, "--nproc", min=0, help="Data-parallel processes on this machine, launched with torchrun "
+                              "(0: this process alone; [distributed] strategy picks DDP or FSDP2)."),
 ) -> None:
     """Train a model described by a recipe; print validation and test metrics beside the popularity baseline."""
     overrides = list(overrides or [])
+    if nproc:
+        launch_torchrun(nproc, recipe, overrides, resume, output_dir, name)
     registry = load_registry()
     if resume is not None:
         if recipe is not None:  # `train --resume RUN a.b=c`: the first override lands in RECIPE
@@ -48,10 +59,48 @@ def train(
         loaded = load_recipe(recipe, registry, overrides)
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         run = RunDir((output_dir or Path(loaded.run.output_dir)) / (name or f"{loaded.run.name}-{stamp}"))
-        if run.path.exists() and any(run.path.iterdir()):
+        if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 creates the run directory, the others join it
+            wait_for(run.recipe)
+        elif run.path.exists() and any(run.path.iterdir()):
             raise UserError(f"{run.path}: run directory already exists; resume it with --resume {run.path} or pick another --name")
-        run.path.mkdir(parents=True, exist_ok=True)
-        run.recipe.write_text(loaded.to_toml())
+        else:
+            run.path.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(run.recipe, loaded.to_toml())
+    if os.environ.get("RANK", "0") != "0":
+        run_training(loaded, run, resume=resume is not None, console=err_console)
+        return
     results = run_training(loaded, run, resume=resume is not None, console=err_console)
     console.print(metrics_table(results, ["valid", "test"], loaded.eval.ks))
     console.print(f"best epoch {results['best_epoch']} of {results['epochs_run']}; run saved in {run.path}")
+
+
+def launch_torchrun(nproc: int, recipe, overrides: list[str], resume, output_dir, name) -> None:
+    """Replace this process by ``torchrun --standalone --nproc_per_node=N -m recengine train ...``.
+
+    Every rank must agree on the run directory, so a new run gets its name here, once."""
+    if "WORLD_SIZE" in os.environ:
+        raise UserError("--nproc given inside a torchrun job; launch either with torchrun or with --nproc, not both")
+    args = [str(recipe)] if recipe is not None else []
+    args += overrides
+    if resume is not None:
+        args += ["--resume", str(resume)]
+    else:
+        args += ["--name", name or f"{_recipe_name(recipe)}-{datetime.datetime.now():%Y%m%d-%H%M%S}"]
+    if output_dir is not None:
+        args += ["--output-dir", str(output_dir)]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+    os.execv(sys.executable, torchrun + ["-m", "recengine", "train", *args])
+
+
+def _recipe_name(recipe) -> str:
+    if recipe is None:
+        raise UserError("give a recipe (recengine train recipes/quickstart.toml --nproc 2) or --resume RUN_DIR")
+    return str(read_toml(recipe).get("run", {}).get("name", "run"))
+
+
+def wait_for(path: Path, timeout_s: float = 600) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not path.is_file():
+        if time.monotonic() > deadline:
+            raise UserError(f"{path}: rank 0 did not create the run directory within {timeout_s:.0f} s; see its error above")
+        time.sleep(0.2)

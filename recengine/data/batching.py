@@ -78,6 +78,9 @@ class Batch:
     labels: torch.Tensor  # [B, T] original item at masked positions, PAD elsewhere
     positions: torch.Tensor | None = None  # [K] flat indices into inputs.view(-1) of masked positions, padded
     targets: torch.Tensor | None = None  # [K] label at each of those positions, IGNORE in padding slots
+    # Data-parallel ranks only (None on one process): this rank's masked count / (global count / ranks).
+    # The loss (a mean over this rank's slots) times it, averaged over ranks by DDP/FSDP2, is the global batch's mean.
+    loss_scale: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.inputs.shape[0]
@@ -129,6 +132,11 @@ class ClozeBatches:
         self.mask_token = seqs.num_items + 1
         self.max_len, self.batch_size = max_len, batch_size
         self.mask_prob, self.mask_last, self.window, self.seed = mask_prob, mask_last, window, seed
+        self.rank, self.world_size = 0, 1
+
+    def shard(self, rank: int, world_size: int) -> None:
+        """Deliver only data-parallel rank ``rank``'s rows of each global batch (see `batch`)."""
+        self.rank, self.world_size = rank, world_size
 
     def __len__(self) -> int:
         return math.ceil(self.num_users / self.batch_size)
@@ -174,6 +182,26 @@ class ClozeBatches:
 
     def batch(self, users: torch.Tensor, ends: torch.Tensor, epoch: int, b: int) -> Batch:
         tokens = gather_windows(self.items, self.starts[users], ends[users], self.max_len)
-        inputs, labels = trim(*self.label(tokens, epoch, b), self.trim_lengths)
+        inputs, labels = self.label(tokens, epoch, b)
+        scale = None
+        if self.world_size > 1:
+            inputs, labels, scale = self._my_rows(inputs, labels)
+        inputs, labels = trim(inputs, labels, self.trim_lengths)
         positions, targets = masked_positions(labels)
-        return Batch(*(self._to_device(t) for t in (inputs, labels, positions, targets)))
+        tensors = (inputs, labels, positions, targets, scale)
+        return Batch(*(self._to_device(t) if t is not None else None for t in tensors))
+
+    def _my_rows(self, inputs: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """This rank's contiguous rows of the global batch, and its loss scale.
+
+        The global batch is built and masked whole first, so the data order and the masks never
+        depend on the number of ranks; only the slicing does. Counts are known here on the host,
+        so normalising by the global masked count needs no collective and no device sync."""
+        n, rank, world = len(inputs), self.rank, self.world_size
+        lo, hi = n * rank // world, n * (rank + 1) // world
+        total = int((labels != PAD).sum())
+        mine_inputs, mine_labels = inputs[lo:hi], labels[lo:hi]
+        if hi == lo:  # fewer rows than ranks (a short last batch): one row with nothing to predict keeps the step collective
+            mine_inputs, mine_labels = inputs[:1], torch.full_like(labels[:1], PAD)
+        local = int((mine_labels != PAD).sum())
+        return mine_inputs, mine_labels, torch.tensor(local * world / max(total, 1), dtype=torch.float32)

@@ -1,0 +1,101 @@
+"""Data-parallel training throughput of one recipe shape on this many GPUs (run it under torchrun).
+
+Builds the model, data and step exactly as `recengine train` does under torchrun (the
+`Objective` wrapped by DDP or FSDP2, rank-sliced global batches), runs ``--warmup`` untimed
+steps, times ``--steps`` steps, and has rank 0 append one JSON line to ``--out``:
+median step time, global samples/s, and the largest peak memory over the ranks.
+
+    torchrun --standalone --nproc_per_node=2 benchmarks/scaling_gpus.py --shape 130m --batch 256 --out scaling.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as tdist
+
+from recengine import distributed
+from recengine.bench import device_name
+from recengine.losses import Objective, build_loss
+from recengine.model import count_parameters
+from recengine.plugins import load_registry
+from recengine.recipe import resolve
+from recengine.tasks import training_batches
+from recengine.training import TrainStep, adamw, build_model, load_data, resolve_device
+
+SHAPES = {  # plugins/bert4rec.py's named sizes, over the ML-20M-sized synthetic catalog
+    "130m": {"hidden": 384, "layers": 4, "heads": 6, "ffn": 1536},
+    "430m": {"hidden": 1024, "layers": 8, "heads": 16, "ffn": 4096},
+}
+
+
+def recipe_data(shape: str, batch: int, strategy: str, precision: str) -> dict:
+    return {
+        "run": {"name": f"scaling-{shape}", "seed": 0, "device": "cuda"},
+        "dataset": {"name": "synthetic", "users": 50_000, "items": 160_054, "mean_length": 60, "seed": 0},
+        "model": {"name": "bert4rec", "max_len": 50, **SHAPES[shape]},
+        "train": {"batch_size": batch, "batch_size_is": "per_gpu"},
+        "precision": {"name": precision},
+        "distributed": {"strategy": strategy},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shape", choices=SHAPES, required=True)
+    parser.add_argument("--batch", type=int, default=256, help="sequences per GPU per step")
+    parser.add_argument("--strategy", choices=["ddp", "fsdp2"], default="ddp")
+    parser.add_argument("--precision", default="fp32", help="a precision plugin name, e.g. bf16 when installed")
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+
+    recipe = resolve(recipe_data(args.shape, args.batch, args.strategy, args.precision), load_registry(), "scaling_gpus")
+    device = resolve_device(recipe.run.device)
+    dist = distributed.setup(args.strategy, device)
+    device = dist.device(device)
+    torch.manual_seed(0)
+    _, split = load_data(recipe)
+    model, _ = build_model(recipe, split.train.num_items)
+    model.to(device).train()
+    parameters = count_parameters(model)
+    cfg = recipe.train
+    objective = dist.wrap(Objective(model, build_loss(model, cfg, split.train.item_counts())))
+    step = TrainStep(model, adamw(model, cfg.lr, cfg.weight_decay, cfg.betas, device), recipe.precision.build(device=device),
+                     recipe.compiler.build(), cfg, dist=dist, objective=objective)
+    global_batch = distributed.global_batch_size(cfg.batch_size, cfg.batch_size_is, dist.world_size)
+    batches = training_batches(model, split.train, cfg, 0, device, dist.rank, dist.world_size)
+    stream = (b for epoch in range(10**6) for b in batches.epoch(epoch) if len(b) == args.batch)  # full batches only
+    torch.cuda.reset_peak_memory_stats(device)
+    times = []
+    for i in range(args.warmup + args.steps):
+        batch = next(stream)
+        torch.cuda.synchronize(device)
+        started = time.perf_counter()
+        loss, _ = step(batch, cfg.lr)
+        loss.item()  # the all-reduced loss: every rank has finished the step
+        if i >= args.warmup:
+            times.append(time.perf_counter() - started)
+    peak = torch.tensor(torch.cuda.max_memory_allocated(device) / 2**20, device=device)
+    if dist.world_size > 1:
+        tdist.all_reduce(peak, op=tdist.ReduceOp.MAX)
+    step_s = statistics.median(times)
+    if dist.is_main:
+        record = {"shape": args.shape, "strategy": args.strategy, "gpus": dist.world_size, "precision": args.precision,
+                  "batch_per_gpu": args.batch, "global_batch": global_batch, "parameters": parameters,
+                  "step_ms": step_s * 1000, "samples_per_s": global_batch / step_s, "peak_memory_mb_per_gpu": peak.item(),
+                  "device": device_name(device), "torch": torch.__version__}
+        with open(args.out, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        print(json.dumps(record))
+    dist.close()
+
+
+if __name__ == "__main__":
+    main()

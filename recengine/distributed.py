@@ -1,0 +1,216 @@
+"""Data-parallel training on PyTorch's own stack: torchrun, DDP and FSDP2.
+
+``setup(strategy, device)`` reads torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK).
+Without WORLD_SIZE it returns `Single`, a no-op with the same methods, so the training
+loop never asks whether it is distributed.
+
+Semantics shared by every strategy:
+- the data order and the global batch do not depend on the number of processes: every rank
+  builds global batch b of an epoch whole and keeps its contiguous rows
+  (`ClozeBatches.shard`, recengine/data/batching.py);
+- the loss is the mean over the *global* batch's masked positions: each rank's mean is
+  scaled by its share of the global count (`Batch.loss_scale`, `losses.Objective`), so the
+  gradients DDP/FSDP2 average equal a single process's at the same global batch;
+- evaluation deals whole evaluation batches to ranks (`my_batches`) and all-reduces the
+  per-user integer ranks and hit counts (`sum_tensor`): every user is counted once, never
+  padded, and the metrics are computed from the same integers as on one process.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from typing import Any, Callable, Literal, TypeVar
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+Strategy = Literal["ddp", "fsdp2"]
+T = TypeVar("T")
+
+
+class Single:
+    """One process: every method is the identity or a no-op."""
+
+    rank, world_size, is_main = 0, 1, True
+    lockstep = False  # whether every rank must run the same number of forward passes
+
+    def device(self, device: torch.device) -> torch.device:
+        return device
+
+    def my_batches(self, num_batches: int) -> list[int | None]:
+        return list(range(num_batches))
+
+    def sum_tensor(self, t: torch.Tensor) -> torch.Tensor:
+        return t
+
+    def mean_scalar(self, t: torch.Tensor) -> torch.Tensor:
+        return t
+
+    def wrap(self, objective: nn.Module) -> nn.Module:
+        return objective
+
+    def model_state(self, model: nn.Module, keys) -> dict[str, torch.Tensor]:
+        state = model.state_dict()
+        return {k: state[k] for k in keys}
+
+    def load_model_state(self, model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+        model.load_state_dict(tensors, strict=False)
+
+    def optimizer_state(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+        return optimizer.state_dict()
+
+    def load_optimizer_state(self, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+        optimizer.load_state_dict(state)
+
+    def barrier(self) -> None:
+        pass
+
+    def main_first(self, fn: Callable[[], T]) -> T:
+        """``fn()`` on rank 0, then on the other ranks once it is done (e.g. rank 0 writes a
+        file the others then read)."""
+        return fn()
+
+    def close(self) -> None:
+        pass
+
+
+class Distributed(Single):
+    """One rank of a torchrun job; replicated (DDP) or sharded (FSDP2) parameters."""
+
+    def __init__(self, strategy: Strategy, rank: int, world_size: int, local_rank: int):
+        self.strategy, self.rank, self.world_size, self.local_rank = strategy, rank, world_size, local_rank
+        self.is_main = rank == 0
+        # FSDP2 all-gathers parameters inside every forward, so ranks must run them in lockstep.
+        self.lockstep = strategy == "fsdp2"
+
+    def device(self, device: torch.device) -> torch.device:
+        if device.type == "cuda":
+            device = torch.device("cuda", self.local_rank)
+            torch.cuda.set_device(device)
+        return device
+
+    def my_batches(self, num_batches: int) -> list[int | None]:
+        mine: list[int | None] = list(range(self.rank, num_batches, self.world_size))
+        if self.lockstep:  # None: a forward whose result is thrown away, to keep ranks in step
+            mine += [None] * (-(-num_batches // self.world_size) - len(mine))
+        return mine
+
+    def sum_tensor(self, t: torch.Tensor) -> torch.Tensor:
+        t = t.clone()
+        dist.all_reduce(t)
+        return t
+
+    def mean_scalar(self, t: torch.Tensor) -> torch.Tensor:
+        return self.sum_tensor(t.detach().float()) / self.world_size
+
+    def wrap(self, objective: nn.Module) -> nn.Module:
+        if self.strategy == "ddp":
+            device_ids = [self.local_rank] if next(objective.parameters()).is_cuda else None
+            # broadcast_buffers=False: nothing in a sequence model changes its buffers, and a
+            # broadcast inside every forward would force evaluation into lockstep too.
+            return nn.parallel.DistributedDataParallel(objective, device_ids=device_ids, broadcast_buffers=False)
+        from torch.distributed.fsdp import fully_shard
+
+        # Shard each transformer block on its own so only one block is gathered at a time,
+        # then the root (embeddings, norms, output layer).
+        for module in list(objective.modules()):
+            if isinstance(module, nn.ModuleList):
+                for block in module:
+                    fully_shard(block)
+        fully_shard(objective)
+        return objective
+
+    # --- checkpoints: always the full, unsharded state, so any process count can resume ---
+
+    def _options(self, **kw):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+        return StateDictOptions(full_state_dict=True, **kw)
+
+    def model_state(self, model: nn.Module, keys) -> dict[str, torch.Tensor]:
+        if self.strategy == "ddp":
+            return super().model_state(model, keys)
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+        full = get_model_state_dict(model, options=self._options(cpu_offload=True))  # a collective: every rank calls it
+        return {k: full[k] for k in keys if k in full}
+
+    def load_model_state(self, model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+        if self.strategy == "ddp":
+            return super().load_model_state(model, tensors)
+        from torch.distributed.checkpoint.state_dict import set_model_state_dict
+
+        set_model_state_dict(model, tensors, options=self._options(strict=False))
+
+    def optimizer_state(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+        if self.strategy == "ddp":
+            return optimizer.state_dict()
+        from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+        full = get_optimizer_state_dict(model, optimizer, options=self._options(cpu_offload=True))
+        return _by_index(full) if full else {"state": {}, "param_groups": []}  # with cpu_offload only rank 0 gets it
+
+    def load_optimizer_state(self, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+        if self.strategy == "ddp":
+            return optimizer.load_state_dict(state)
+        from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
+
+        set_optimizer_state_dict(model, optimizer, _by_name(state, model, optimizer), options=self._options())
+
+    def barrier(self) -> None:
+        dist.barrier()
+
+    def main_first(self, fn: Callable[[], T]) -> T:
+        result = fn() if self.is_main else None
+        dist.barrier()
+        return result if self.is_main else fn()
+
+    def close(self) -> None:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _param_names(model: nn.Module, optimizer: torch.optim.Optimizer) -> list[list[str]]:
+    names = {id(p): n for n, p in model.named_parameters()}
+    return [[names[id(p)] for p in group["params"]] for group in optimizer.param_groups]
+
+
+def _by_index(full: dict[str, Any]) -> dict[str, Any]:
+    """A name-keyed optimizer state (torch.distributed.checkpoint) in ``optimizer.state_dict()``'s
+    integer-keyed form, so checkpoints look the same whatever wrote them."""
+    index, groups = {}, []
+    for group in full["param_groups"]:
+        ids = []
+        for name in group["params"]:
+            index[name] = len(index)
+            ids.append(index[name])
+        groups.append({**group, "params": ids})
+    return {"state": {index[name]: value for name, value in full["state"].items()}, "param_groups": groups}
+
+
+def _by_name(state: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    names = [n for group in _param_names(model, optimizer) for n in group]
+    groups = [{**g, "params": [names[i] for i in g["params"]]} for g in state["param_groups"]]
+    return {"state": {names[int(i)]: value for i, value in state["state"].items()}, "param_groups": groups}
+
+
+def global_batch_size(batch_size: int, batch_size_is: str, world_size: int) -> int:
+    """Sequences per optimizer step over all ranks: ``train.batch_size`` itself when it is
+    "global", else ``batch_size`` per rank times the number of ranks."""
+    return batch_size if batch_size_is == "global" else batch_size * world_size
+
+
+def setup(strategy: Strategy = "ddp", device: torch.device | None = None) -> Single:
+    """`Distributed` when launched by torchrun (WORLD_SIZE set), else `Single`."""
+    if "WORLD_SIZE" not in os.environ:
+        return Single()
+    rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    backend = "nccl" if device is not None and device.type == "cuda" else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group(backend, timeout=datetime.timedelta(minutes=30))
+    return Distributed(strategy, rank, world_size, local_rank)

@@ -1,0 +1,263 @@
+"""Data parallelism on CPU: two gloo processes (torch.multiprocessing spawn) against one.
+
+Dropout is 0 in the training tests: each rank draws dropout masks from its own RNG stream
+for its rows, so with dropout the 2-process run is a different (equally valid) random
+draw, not the same computation. Everything else — data order, cloze masks, loss
+normalisation — is built to be independent of the number of processes.
+"""
+
+import json
+import socket
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+from safetensors.torch import load_file
+
+from recengine import checkpoint, distributed
+from recengine.data.sequences import Sequences
+from recengine.data.split import EvalSet
+from recengine.evaluate import evaluate, model_scorer
+from recengine.hookspecs import hookimpl
+from recengine.plugins import load_registry
+from recengine.recipe import load_recipe
+from recengine.runs import RunDir
+from recengine.training import train
+
+from .conftest import TINY_RECIPE
+
+# 80 users, batch 11: 7 full batches and one of 3 rows (ranks get 1 and 2); dropout off (see above).
+OVERRIDES = ["train.batch_size=11", "train.epochs=2", "train.patience=10", "model.dropout=0.0",
+             "model.attention_dropout=0.0", "eval.batch_size=7"]
+
+
+class LossRecorder:
+    """A monitor plugin that appends every logged training loss to a JSON-lines file."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    @hookimpl
+    def register_monitors(self, register):
+        path = self.path
+
+        class Monitor:
+            def log_scalars(self, step, values):
+                if "train/loss" in values:
+                    with open(path, "a") as f:
+                        f.write(json.dumps([step, values["train/loss"]]) + "\n")
+
+            def log_hparams(self, hparams, metrics):
+                pass
+
+            def close(self):
+                pass
+
+        register("record", lambda options, log_dir: Monitor())
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _as_rank(rank: int, world_size: int, port: int, job, *args) -> None:
+    import os
+
+    torch.set_num_threads(1)
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    job(*args)
+
+
+def _spawn(job, *args, world_size: int = 2) -> None:
+    mp.spawn(_as_rank, args=(world_size, _free_port(), job, *args), nprocs=world_size, join=True)
+
+
+# --- evaluation ---------------------------------------------------------------------------
+
+
+def _eval_set(users: int = 101, items: int = 40, seed: int = 0) -> EvalSet:
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(1, 9, size=users)
+    seqs = Sequences(rng.integers(1, items + 1, size=lengths.sum()).astype(np.int32),
+                     np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64), items)
+    held = rng.integers(1, 4, size=users)  # 1-3 held-out items per user, so Recall@K differs from HR@K
+    held_out = Sequences(rng.integers(1, items + 1, size=held.sum()).astype(np.int32),
+                         np.concatenate([[0], np.cumsum(held)]).astype(np.int64), items)
+    return EvalSet(seqs, held_out.items[held_out.offsets[:-1]].astype(np.int64), np.arange(users), held_out)
+
+
+def _negatives():
+    from recengine.evaluate import draw_negatives
+
+    ev = _eval_set()
+    return draw_negatives(ev.inputs, ev.users, 10, "uniform", seed=1)
+
+
+def _model(items: int = 40):
+    from recengine_plugins.bert4rec import bert4rec
+
+    torch.manual_seed(0)
+    return bert4rec(items, hidden=16, layers=1, heads=2, max_len=10).eval()
+
+
+def _evaluate_both(batch_size: int, dist=distributed.Single()) -> list[dict[str, float]]:
+    """Full-ranking and sampled-negative metrics of the tiny model."""
+    model = _model()
+    kw = dict(batch_size=batch_size, dist=dist)
+    return [evaluate(model_scorer(model), _eval_set(), model.max_len, model.mask_token, **kw),
+            evaluate(model_scorer(model), _eval_set(), model.max_len, model.mask_token, negatives=_negatives(), **kw)]
+
+
+def _evaluate_job(out: Path, batch_size: int) -> None:
+    dist = distributed.setup("ddp")
+    metrics = _evaluate_both(batch_size, dist)
+    if dist.is_main:
+        out.write_text(json.dumps(metrics))
+    dist.close()
+
+
+@pytest.mark.slow
+def test_metrics_on_two_processes_equal_one_process_exactly(tmp_path):
+    # 101 users in batches of 8: 13 batches, 7 on rank 0 and 6 on rank 1, the last one partial.
+    single = _evaluate_both(8)
+    assert "coverage@10" in single[0] and single[0]["recall@10"] != single[0]["hr@10"]
+    _spawn(_evaluate_job, tmp_path / "two.json", 8)
+    assert json.loads((tmp_path / "two.json").read_text()) == single  # bit for bit: no tolerance
+
+
+def test_evaluation_batches_are_dealt_once_and_padded_only_in_lockstep():
+    ddp, fsdp = distributed.Distributed("ddp", 1, 3, 1), distributed.Distributed("fsdp2", 2, 3, 2)
+    assert ddp.my_batches(7) == [1, 4]
+    assert fsdp.my_batches(7) == [2, 5, None]  # a thrown-away forward: rank 0 has 3 batches
+    dealt = sorted(b for r in range(3) for b in distributed.Distributed("ddp", r, 3, r).my_batches(7))
+    assert dealt == list(range(7))
+
+
+def _sharded_epochs(batches_for, world_size: int):
+    """Per global batch: the untrimmed rows of every rank (left-padded to max_len) and loss scales."""
+    out = []
+    ranks = [batches_for(r, world_size) for r in range(world_size)]
+    for parts in zip(*(b.epoch(0) for b in ranks)):
+        pad = lambda t: torch.nn.functional.pad(t, (ranks[0].max_len - t.shape[1], 0))
+        out.append((parts, [pad(p.inputs) for p in parts], [pad(p.labels) for p in parts]))
+    return out
+
+
+@pytest.mark.parametrize("task", ["cloze", "next_item"])
+def test_ranks_split_each_global_batch_and_scale_their_losses_to_its_mean(task):
+    from recengine.data.batching import ClozeBatches, IGNORE
+    from recengine.data.next_item import NextItemBatches
+
+    seqs = _eval_set(users=23).inputs
+    make = {"cloze": lambda: ClozeBatches(seqs, 10, 8, 0.3, seed=3), "next_item": lambda: NextItemBatches(seqs, 10, 8, seed=3)}[task]
+
+    def batches_for(rank, world):
+        b = make()
+        b.shard(rank, world)
+        return b
+
+    whole = list(make().epoch(0))
+    assert whole[0].loss_scale is None  # one process: untouched, bit-identical loss
+    for world in (2, 3):
+        sharded = _sharded_epochs(batches_for, world)
+        assert len(sharded) == len(whole) == 3
+        for single, (parts, inputs, labels) in zip(whole, sharded):
+            pad = lambda t: torch.nn.functional.pad(t, (10 - t.shape[1], 0))
+            assert torch.equal(torch.cat(inputs), pad(single.inputs))
+            assert torch.equal(torch.cat(labels), pad(single.labels))
+            counts = [int((p.targets != IGNORE).sum()) for p in parts]
+            assert sum(counts) == int((single.targets != IGNORE).sum())
+            for p, c in zip(parts, counts):  # fixed-size slots, this rank's targets only
+                assert len(p.positions) >= c and float(p.loss_scale) == pytest.approx(c * world / sum(counts))
+
+
+def test_a_rank_with_no_rows_gets_one_row_with_nothing_to_predict():
+    from recengine.data.batching import ClozeBatches, IGNORE
+
+    seqs = _eval_set(users=9).inputs  # batches of 8 and 1: on 2 ranks the last one leaves rank 0 empty
+    b = ClozeBatches(seqs, 10, 8, 0.3, seed=3)
+    b.shard(0, 2)
+    last = list(b.epoch(0))[-1]
+    assert len(last) == 1 and (last.targets == IGNORE).all() and float(last.loss_scale) == 0.0
+
+
+def test_objective_with_zero_scale_gives_zero_loss_and_zero_gradients():
+    from recengine.losses import Objective, full_cross_entropy
+
+    model = _model().train()
+    objective = Objective(model, full_cross_entropy(model))
+    loss = objective(torch.ones(1, 10, dtype=torch.long), torch.zeros(8, dtype=torch.long), torch.full((8,), -100), torch.tensor(0.0))
+    loss.backward()
+    assert loss.item() == 0.0
+    assert all(torch.all(p.grad == 0) for p in model.parameters() if p.grad is not None)
+
+
+def test_batch_size_is_global_or_per_gpu():
+    assert distributed.global_batch_size(64, "global", 4) == 64
+    assert distributed.global_batch_size(64, "per_gpu", 4) == 256
+
+
+# --- training and checkpoints -------------------------------------------------------------
+
+
+def _train_job(recipe_path: Path, run_path: Path, losses: Path, overrides: list[str], resume: bool) -> None:
+    recipe = load_recipe(recipe_path, load_registry(extra_plugins=[("record", LossRecorder(losses))]), overrides)
+    train(recipe, RunDir(run_path), resume=resume)
+
+
+def _losses(path: Path) -> list[list[float]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """The tiny recipe trained 2 epochs on one process and on two (DDP)."""
+    tmp = tmp_path_factory.mktemp("dist")
+    recipe = tmp / "tiny.toml"
+    recipe.write_text(textwrap.dedent(TINY_RECIPE) + '\n[[monitors]]\nname = "record"\n')
+    for name, procs in (("one", 1), ("two", 2)):
+        (tmp / name).mkdir()
+        args = (recipe, tmp / name, tmp / f"{name}.jsonl", OVERRIDES, False)
+        _train_job(*args) if procs == 1 else _spawn(_train_job, *args)
+    return tmp
+
+
+@pytest.mark.slow
+def test_two_processes_follow_the_same_loss_trajectory_as_one(runs):
+    one, two = _losses(runs / "one.jsonl"), _losses(runs / "two.jsonl")
+    assert [s for s, _ in one] == [s for s, _ in two] == list(range(1, len(one) + 1))
+    assert len(one) == 2 * 8  # 8 global batches per epoch, whatever the process count
+    np.testing.assert_allclose([v for _, v in two], [v for _, v in one], rtol=1e-5)
+    a = load_file(str(checkpoint.read_pointer(runs / "one" / "checkpoints", "latest") / "model.safetensors"))
+    b = load_file(str(checkpoint.read_pointer(runs / "two" / "checkpoints", "latest") / "model.safetensors"))
+    # Adam divides by sqrt(v): where a gradient is ~0, float rounding differences between the two
+    # reductions move a weight by up to ~lr, so weights match to a looser tolerance than losses.
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.slow
+def test_checkpoint_from_two_processes_resumes_on_one(runs, tmp_path):
+    # Rewind a copy of the 2-process run to its epoch-1 checkpoint and finish it on one process.
+    import shutil
+
+    run = tmp_path / "resumed"
+    shutil.copytree(runs / "two", run)
+    steps = sorted(p.name for p in (run / "checkpoints").glob("step-*"))
+    checkpoint.set_pointer(run / "checkpoints", "latest", steps[0])
+    assert checkpoint.load_state(run / "checkpoints" / steps[0])["loop"]["epoch"] == 1
+    _train_job(run / "recipe.toml" if (run / "recipe.toml").exists() else runs / "tiny.toml", run, tmp_path / "r.jsonl",
+               OVERRIDES, True)
+    resumed = _losses(tmp_path / "r.jsonl")
+    assert [s for s, _ in resumed] == list(range(9, 17))
+    np.testing.assert_allclose([v for _, v in resumed], [v for _, v in _losses(runs / "two.jsonl")][8:], rtol=1e-5)
+    a = load_file(str(checkpoint.read_pointer(run / "checkpoints", "latest") / "model.safetensors"))
+    b = load_file(str(checkpoint.read_pointer(runs / "two" / "checkpoints", "latest") / "model.safetensors"))
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-3, atol=1e-3)
