@@ -1,6 +1,6 @@
 """Accuracy runs: train recipes and print one results row each, protocol included.
 
-    .venv/bin/python benchmarks/accuracy.py recipes/video-games-bert4rec.toml [more recipes] \
+    .venv/bin/python benchmarks/accuracy.py recipes/bert4rec-videogames.toml [more recipes] \
         [--set run.device=cuda] [--output-dir runs/accuracy] [--full-too]
 
 Each row states the dataset, model, protocol, test HR@10 / NDCG@10, the epochs run, the

@@ -8,7 +8,7 @@ import pytest
 from recengine.plugins import load_registry
 from recengine.recipe import resolve
 
-RECIPES = ["video-games-bert4rec", "ml-latest-small-bert4rec", "amazon-sparse-bert4rec", "amazon-sparse-sasrec"]
+RECIPES = ["bert4rec-videogames", "bert4rec-ml-latest-small", "amazon-sparse-bert4rec", "amazon-sparse-sasrec"]
 
 
 @pytest.mark.parametrize("name", RECIPES)
