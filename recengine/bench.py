@@ -29,7 +29,7 @@ from recengine.data.split import leave_one_out
 from recengine.errors import UserError
 from recengine.evaluate import evaluate, model_scorer
 from recengine.model import count_parameters
-from recengine.recipe import Recipe, apply_overrides, resolve
+from recengine.recipe import Recipe, apply_overrides, drop_none, resolve
 from recengine.tasks import training_batches
 from recengine.training import TrainStep, adamw, resolve_device
 
@@ -88,15 +88,7 @@ def shape_recipe(recipe: Recipe, shape: Shape, registry) -> Recipe:
     data = recipe.to_dict()
     data["model"] = {"name": "bert4rec", **shape.model}
     data["train"].update({"batch_size": shape.batch_size, "mask_prob": shape.mask_prob, "mask_last": True, **shape.train})
-    return resolve(_drop_none(data), registry, recipe.source)
-
-
-def _drop_none(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _drop_none(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [_drop_none(v) for v in value]
-    return value
+    return resolve(drop_none(data), registry, recipe.source)
 
 
 def parse_matrix(axes: list[str]) -> list[dict[str, str]]:
@@ -113,7 +105,7 @@ def parse_matrix(axes: list[str]) -> list[dict[str, str]]:
 
 def matrix_recipe(recipe: Recipe, setting: dict[str, str], registry, overrides: list[str] = ()) -> Recipe:
     """``recipe`` with one matrix setting, then ``overrides`` (which win over a --shape's values)."""
-    data = _drop_none(recipe.to_dict())
+    data = drop_none(recipe.to_dict())
     dotted = list(overrides)
     for key, value in setting.items():
         if "." in key:

@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 
-from recengine.data.batching import ClozeBatches
 from recengine.recipe import Recipe
+from recengine.tasks import training_batches
 from recengine.training import TrainStep, adamw, build_model, load_data, resolve_device
 
 
@@ -32,8 +32,8 @@ def profile_recipe(recipe: Recipe, out_dir: Path) -> dict[str, Any]:
     model.to(device).train()
     cfg = recipe.train
     step = TrainStep(model, adamw(model, cfg.lr, cfg.weight_decay, cfg.betas, device),
-                     recipe.precision.build(device=device), recipe.compiler.build(), cfg)
-    batches = ClozeBatches(split.train, model.max_len, cfg.batch_size, cfg.mask_prob, cfg.mask_last, cfg.window, recipe.run.seed, device)
+                     recipe.precision.build(device=device), recipe.compiler.build(), cfg, item_counts=split.train.item_counts())
+    batches = training_batches(model, split.train, cfg, recipe.run.seed, device)
     stream = (batch for epoch in range(10**9) for batch in batches.epoch(epoch))
     profiler = recipe.profiler.build(out_dir=Path(out_dir))
     steps = steps_to_run(profiler)

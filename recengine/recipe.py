@@ -183,15 +183,15 @@ class Recipe:
         return out
 
     def to_toml(self) -> str:
-        return tomli_w.dumps(_drop_none(self.to_dict()))
+        return tomli_w.dumps(drop_none(self.to_dict()))
 
 
-def _drop_none(value: Any) -> Any:
+def drop_none(value: Any) -> Any:
     # TOML has no null: an unset optional is simply left out (it reloads as its default).
     if isinstance(value, dict):
-        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+        return {k: drop_none(v) for k, v in value.items() if v is not None}
     if isinstance(value, list):
-        return [_drop_none(v) for v in value]
+        return [drop_none(v) for v in value]
     return value
 
 
