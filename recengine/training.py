@@ -267,7 +267,9 @@ def train(recipe: Recipe, run: RunDir, resume: bool = False, console: Console | 
 
     model.train()
     with profiler, progress_bar("samples", console) as progress:
-        task = progress.add_task("train", total=total_steps * global_batch, completed=state.step * global_batch)
+        per_epoch = split.train.num_users  # samples per epoch: the last batch of an epoch is partial
+        task = progress.add_task("train", total=cfg.epochs * per_epoch,
+                                 completed=min(state.epoch * per_epoch + state.batch * global_batch, cfg.epochs * per_epoch))
         while state.epoch < cfg.epochs and not state.finished:
             progress.update(task, description=f"epoch {state.epoch + 1}/{cfg.epochs}")
             for batch in batches.epoch(state.epoch, start_batch=state.batch):
