@@ -20,7 +20,9 @@ from recengine.hookspecs import hookimpl
 from recengine.model import SequenceModel
 
 
-class BERT4RecOptions(BaseModel):
+class EncoderOptions(BaseModel):
+    """Options every transformer-encoder model shares (SASRec reuses them with its own defaults)."""
+
     model_config = ConfigDict(extra="forbid")
     hidden: int = Field(64, ge=8, description="Hidden size.")
     layers: int = Field(2, ge=1, description="Transformer blocks.")
@@ -30,7 +32,6 @@ class BERT4RecOptions(BaseModel):
     attention_dropout: float = Field(0.1, ge=0, lt=1, description="Dropout on attention probabilities.")
     max_len: int = Field(50, ge=2, le=4096, description="Maximum sequence length, [MASK] included.")
     tied: bool = Field(False, description="Share the input item embedding with the output layer.")
-    output_head: bool = Field(True, description="Dense + GELU + LayerNorm before the output layer, as in BERT4Rec.")
     init_std: float = Field(0.02, gt=0, description="Std of the truncated-normal weight initialisation.")
 
     @model_validator(mode="after")
@@ -38,6 +39,10 @@ class BERT4RecOptions(BaseModel):
         if self.hidden % self.heads:
             raise ValueError(f"heads ({self.heads}) must divide hidden ({self.hidden})")
         return self
+
+
+class BERT4RecOptions(EncoderOptions):
+    output_head: bool = Field(True, description="Dense + GELU + LayerNorm before the output layer, as in BERT4Rec.")
 
 
 ATTENTION_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
@@ -72,6 +77,19 @@ class Block(nn.Module):
         return x + self.drop(self.fc2(self.drop(F.gelu(self.fc1(self.norm2(x))))))
 
 
+def init_weights(model: SequenceModel, std: float) -> None:
+    """Truncated-normal weights, zero biases, a zero padding embedding (shared with SASRec)."""
+    for module in model.modules():
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.trunc_normal_(module.weight, std=std, a=-2 * std, b=2 * std)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+    if model.output_weight is not None:
+        nn.init.trunc_normal_(model.output_weight, std=std, a=-2 * std, b=2 * std)
+    with torch.no_grad():
+        model.item_embedding.weight[0].zero_()
+
+
 class BERT4Rec(SequenceModel):
     def __init__(self, num_items: int, hidden: int, layers: int, heads: int, ffn: int, dropout: float,
                  attention_dropout: float, max_len: int, tied: bool, output_head: bool, init_std: float = 0.02):
@@ -86,18 +104,7 @@ class BERT4Rec(SequenceModel):
         self.head = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.LayerNorm(hidden)) if output_head else nn.Identity()
         self.output_weight = None if tied else nn.Parameter(torch.empty(num_items + 1, hidden))
         self.output_bias = nn.Parameter(torch.zeros(num_items + 1))
-        self._init(init_std)
-
-    def _init(self, std: float) -> None:
-        for module in self.modules():
-            if isinstance(module, (nn.Linear, nn.Embedding)):
-                nn.init.trunc_normal_(module.weight, std=std, a=-2 * std, b=2 * std)
-            if isinstance(module, nn.Linear) and module.bias is not None:
-                nn.init.zeros_(module.bias)
-        if self.output_weight is not None:
-            nn.init.trunc_normal_(self.output_weight, std=std, a=-2 * std, b=2 * std)
-        with torch.no_grad():
-            self.item_embedding.weight[0].zero_()
+        init_weights(self, init_std)
 
     def encode(self, tokens: torch.Tensor) -> torch.Tensor:
         length = tokens.shape[1]

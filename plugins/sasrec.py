@@ -18,31 +18,21 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field
 from torch import nn
 
 from recengine.hookspecs import hookimpl
 from recengine.model import SequenceModel
-from recengine_plugins.bert4rec import Block
+from recengine_plugins.bert4rec import Block, EncoderOptions, init_weights
 
 
-class SASRecOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    hidden: int = Field(64, ge=8, description="Hidden size.")
-    layers: int = Field(2, ge=1, description="Transformer blocks.")
+class SASRecOptions(EncoderOptions):
     heads: int = Field(1, ge=1, description="Attention heads; must divide hidden.")
     ffn: int | None = Field(None, ge=1, description="FFN inner size (default hidden, as in SASRec).")
     dropout: float = Field(0.2, ge=0, lt=1, description="Dropout on embeddings, residual branches and the FFN.")
     attention_dropout: float = Field(0.2, ge=0, lt=1, description="Dropout on attention probabilities.")
     max_len: int = Field(50, ge=2, le=4096, description="Maximum sequence length (the last slot is the one predicted).")
     tied: bool = Field(True, description="Share the input item embedding with the output layer, as in SASRec.")
-    init_std: float = Field(0.02, gt=0, description="Std of the truncated-normal weight initialisation.")
-
-    @model_validator(mode="after")
-    def _heads_divide_hidden(self):
-        if self.hidden % self.heads:
-            raise ValueError(f"heads ({self.heads}) must divide hidden ({self.hidden})")
-        return self
 
 
 class SASRec(SequenceModel):
@@ -59,15 +49,7 @@ class SASRec(SequenceModel):
         self.final_norm = nn.LayerNorm(hidden)
         self.output_weight = None if tied else nn.Parameter(torch.empty(num_items + 1, hidden))
         self.register_buffer("causal", torch.ones(max_len, max_len, dtype=torch.bool).tril(), persistent=False)
-        for module in self.modules():
-            if isinstance(module, (nn.Linear, nn.Embedding)):
-                nn.init.trunc_normal_(module.weight, std=init_std, a=-2 * init_std, b=2 * init_std)
-            if isinstance(module, nn.Linear) and module.bias is not None:
-                nn.init.zeros_(module.bias)
-        if self.output_weight is not None:
-            nn.init.trunc_normal_(self.output_weight, std=init_std, a=-2 * init_std, b=2 * init_std)
-        with torch.no_grad():
-            self.item_embedding.weight[0].zero_()
+        init_weights(self, init_std)
 
     def encode(self, tokens: torch.Tensor) -> torch.Tensor:
         length = tokens.shape[1]

@@ -1,27 +1,14 @@
 """recengine.export / `recengine export`: round trips per format, the eager check, errors."""
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 from typer.testing import CliRunner
 
-import recengine
 from recengine.cli.main import app
 from recengine.errors import UserError
 from recengine.export import FORMATS, TopK, check_artifact, export_run, for_export, load_artifact, missing_packages, random_windows
-from tests.test_inference import train_tiny_run
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    return train_tiny_run(tmp_path_factory.mktemp("export"))
-
-
-@pytest.fixture(scope="module")
-def recommender(run_dir):
-    return recengine.load(run_dir, device="cpu")
 
 
 def needs(fmt: str):

@@ -14,50 +14,6 @@ from recengine.cli.main import app
 from recengine.errors import UserError
 from recengine.inference import TopK, left_padded
 
-TINY_RECIPE = """
-[run]
-name = "tiny"
-seed = 0
-device = "cpu"
-
-[dataset]
-name = "synthetic"
-users = 200
-items = 50
-mean_length = 10
-seed = 0
-
-[model]
-name = "bert4rec"
-hidden = 16
-layers = 1
-heads = 2
-max_len = 12
-
-[train]
-epochs = 1
-batch_size = 64
-"""
-
-
-def train_tiny_run(root: Path) -> Path:
-    recipe = root / "tiny.toml"
-    recipe.write_text(TINY_RECIPE)
-    result = CliRunner().invoke(app, ["train", str(recipe), "--output-dir", str(root), "--name", "tiny"])
-    assert result.exit_code == 0, result.output
-    return root / "tiny"
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    return train_tiny_run(tmp_path_factory.mktemp("serving"))
-
-
-@pytest.fixture(scope="module")
-def recommender(run_dir):
-    return recengine.load(run_dir, device="cpu")
-
-
 def test_import_recengine_stays_light():
     code = "import sys, recengine; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
