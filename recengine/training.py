@@ -211,7 +211,13 @@ def resume_state(run: RunDir, model, adapter, optimizer, dist: Single = Single()
         torch.cuda.set_rng_state(rng["cuda"])
     if "rng" in saved:  # absent in checkpoints written before host RNG states were saved
         set_host_rng_state(saved["rng"])
-    return LoopState(**saved["loop"])
+    state = LoopState(**saved["loop"])
+    if state.batch == 0 and state.epoch > 0 and state.best_epoch == state.epoch and dist.is_main:
+        # This checkpoint was written by the validation that set the best metric. A kill between
+        # writing it and updating the `best` pointer would otherwise leave `best` on an older
+        # checkpoint for good: the restored best_metric means no later validation re-points it.
+        checkpoint.set_pointer(run.checkpoints, "best", path.name)
+    return state
 
 
 def train(recipe: Recipe, run: RunDir, resume: bool = False, console: Console | None = None,

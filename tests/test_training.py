@@ -115,3 +115,36 @@ def test_clipping_folded_into_fused_adamw_equals_clip_grad_norm():
     for a, b in zip(plain, folded):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(torch.stack(plain_norms), torch.stack(folded_norms))
+
+
+def test_a_crash_before_the_best_pointer_is_written_is_repaired_on_resume(tmp_path, tiny_recipe, monkeypatch):
+    """A mid-epoch checkpoint at an epoch's last step is replaced by the validation's checkpoint
+    of the same step; a crash right after that (before `best` is re-pointed) must not leave the
+    final evaluation on an older best checkpoint."""
+    overrides = ["train.checkpoint_every_steps=5", "train.patience=10"]  # 5 steps per epoch
+    recipe, straight = _run(tmp_path, "straight", tiny_recipe, overrides)
+    best_writes = []
+    real_set_pointer = checkpoint.set_pointer
+
+    def counting(root, pointer, name):
+        best_writes.extend([name] if pointer == "best" else [])
+        real_set_pointer(root, pointer, name)
+
+    monkeypatch.setattr(checkpoint, "set_pointer", counting)
+    train(recipe, straight)
+    last_best = len(best_writes)
+
+    def crash_at_last_best(root, pointer, name):
+        best_writes.extend([name] if pointer == "best" else [])
+        if pointer == "best" and len(best_writes) == 2 * last_best:
+            raise Crash("killed before the best pointer was written")
+        real_set_pointer(root, pointer, name)
+
+    monkeypatch.setattr(checkpoint, "set_pointer", crash_at_last_best)
+    recipe, crashed = _run(tmp_path, "crashed", tiny_recipe, overrides)
+    with pytest.raises(Crash):
+        train(recipe, crashed)
+    monkeypatch.setattr(checkpoint, "set_pointer", real_set_pointer)
+    train(recipe, crashed, resume=True)
+    assert checkpoint.read_pointer(crashed.checkpoints, "best").name == best_writes[last_best - 1]
+    assert json.loads(crashed.results.read_text())["test"]["model"] == json.loads(straight.results.read_text())["test"]["model"]
