@@ -204,10 +204,6 @@ def load_into_model(model: torch.nn.Module, tensors: dict[str, torch.Tensor], so
     load(model, tensors)  # FSDP2 passes its own loader that shards the full tensors (recengine/distributed.py)
 
 
-def optimizer_to_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    return state_dict_to_tensors(optimizer.state_dict())
-
-
 def state_dict_to_tensors(sd: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Split an optimizer state_dict into tensors (for safetensors) and JSON metadata."""
     tensors: dict[str, torch.Tensor] = {}
@@ -219,10 +215,6 @@ def state_dict_to_tensors(sd: dict[str, Any]) -> tuple[dict[str, torch.Tensor], 
             else:
                 scalars.setdefault(str(pid), {})[key] = value
     return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
-
-
-def optimizer_from_tensors(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    optimizer.load_state_dict(tensors_to_state_dict(tensors, meta))
 
 
 def tensors_to_state_dict(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:

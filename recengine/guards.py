@@ -34,7 +34,6 @@ class NonFiniteGuard:
         self.max_bad_steps = max_bad_steps
         self._skipped = skipped  # steps skipped over the whole run (restored on resume)
         self.in_a_row = 0
-        self.calls = 0
         self._pending: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # on-device (skipped, run, longest run)
         self._window = 0  # steps decided on the device since the last check
 
@@ -76,7 +75,6 @@ class NonFiniteGuard:
 
     def step(self, scaler: torch.amp.GradScaler, optimizer: torch.optim.Optimizer, loss: torch.Tensor, grad_norm: torch.Tensor) -> bool | None:
         """Step when ``loss`` and ``grad_norm`` are finite; return whether it stepped (None: decided on the device)."""
-        self.calls += 1
         if getattr(optimizer, "defaults", {}).get("fused") and not getattr(scaler, "is_enabled", lambda: True)():
             self._deferred(optimizer, ~torch.isfinite(loss.detach().float() + grad_norm.detach().float()))
             scaler.step(optimizer)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from recengine.data.sequences import PAD
 from recengine.model import SequenceModel, compute_dtype, output_logits
 
 IGNORE = -100  # target of a padding slot in a fixed-size batch of masked positions (F.cross_entropy's ignore_index)
@@ -115,22 +114,3 @@ def cross_entropy_at(model: SequenceModel, hidden: torch.Tensor, positions: torc
     if compute_dtype(queries) in (torch.bfloat16, torch.float16):
         return low_precision_cross_entropy(queries, weight, bias, targets, label_smoothing)
     return chunked_cross_entropy(queries, weight, bias, targets, label_smoothing, chunk)
-
-
-def masked_cross_entropy(model: SequenceModel, hidden: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
-    """Loss at every position whose label is not PAD (selecting them syncs with the host)."""
-    selected = labels != PAD
-    queries = model.project(hidden[selected])
-    weight, bias = model.output_embedding()
-    return chunked_cross_entropy(queries, weight, bias, labels[selected], label_smoothing)
-
-
-def plain_masked_cross_entropy(model: SequenceModel, hidden: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
-    """The straightforward version (full logits at masked positions): the reference in tests."""
-    selected = labels != PAD
-    queries = model.project(hidden[selected])
-    weight, bias = model.output_embedding()
-    logits = queries @ weight.t()
-    if bias is not None:
-        logits = logits + bias
-    return F.cross_entropy(logits.float(), labels[selected], label_smoothing=label_smoothing)
