@@ -27,6 +27,9 @@ class CompileOptions(BaseModel):
         None, description="Dynamic shapes: None lets torch decide (static first, dynamic after a shape change), false always specialises.")
     fullgraph: bool = Field(False, description="Fail instead of splitting the graph at unsupported code.")
     backend: str = Field("inductor", description="torch.compile backend (inductor; aot_eager to debug tracing).")
+    recompile_limit: int | None = Field(
+        None, ge=1, description="Compiled shapes kept per function before falling back to eager (torch's default: 8). "
+                                "Static shapes with train.length_grouping need one per (length, masked count) pair: about 16.")
 
 
 class CompileFallbackWarning(UserWarning):
@@ -38,6 +41,8 @@ class Compiled:
 
     def __init__(self, fn: Callable, options: CompileOptions):
         self.fn = fn
+        if options.recompile_limit is not None:  # process-wide in torch; past it dynamo silently runs eagerly
+            torch._dynamo.config.recompile_limit = options.recompile_limit
         self.compiled = torch.compile(fn, mode=None if options.mode == "default" else options.mode,
                                       dynamic=options.dynamic, fullgraph=options.fullgraph, backend=options.backend)
         self.checked = False  # True once the compiled version has run (or been given up)

@@ -239,7 +239,11 @@ def bench_steps(model, step: TrainStep, batches: ClozeBatches, steps: int, warmu
         "warmup": warmup,
         "step_ms": step_s * 1000,
         "step_ms_min": min(times) * 1000,
+        "step_ms_mean": statistics.mean(times) * 1000,
         "samples_per_s": batches.batch_size / step_s,
+        # Over all timed steps: the epoch rate when batches differ in length (train.length_grouping),
+        # where the median step is the most common length's, not the average.
+        "samples_per_s_mean": batches.batch_size / statistics.mean(times),
         "end_to_end_samples_per_s": batches.batch_size * steps / wall_s,
         "peak_memory_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
         "real_tokens_per_step": statistics.mean(float((b.inputs != PAD).sum()) for b in timed),

@@ -78,12 +78,12 @@ def _fmt(value: Any, spec: str) -> str:
 def results_table(results: list[dict[str, Any]]) -> Table:
     first = results[0]
     table = Table(title_justify="left", title=f"recengine bench: {first['recipe']} on {first['device']} (torch {first['torch']})")
-    for name in ("setting", "samples/s", "step ms", "peak MB", "TFLOP/step", "MFU", "optim floor ms", "data samples/s", "eval users/s"):
+    for name in ("setting", "samples/s", "mean samples/s", "step ms", "peak MB", "TFLOP/step", "MFU", "optim floor ms", "data samples/s", "eval users/s"):
         table.add_column(name, justify="left" if name == "setting" else "right")
     for r in results:
         flops, mfu = r.get("flops_per_step"), r.get("mfu")
         table.add_row(
-            r["setting"], _fmt(r.get("samples_per_s"), ",.0f"), _fmt(r.get("step_ms"), ".2f"), _fmt(r.get("peak_memory_mb"), ",.0f"),
+            r["setting"], _fmt(r.get("samples_per_s"), ",.0f"), _fmt(r.get("samples_per_s_mean"), ",.0f"), _fmt(r.get("step_ms"), ".2f"), _fmt(r.get("peak_memory_mb"), ",.0f"),
             _fmt(flops and flops / 1e12, ".3f"), _fmt(mfu and 100 * mfu, ".1f") + ("%" if mfu else ""),
             _fmt(r.get("optimizer_floor_ms"), ".2f"), _fmt(r.get("data_samples_per_s"), ",.0f"), _fmt(r.get("eval_users_per_s"), ",.0f"),
         )
