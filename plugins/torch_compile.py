@@ -32,6 +32,10 @@ class CompileOptions(BaseModel):
                                 "Static shapes with train.length_grouping need one per (length, masked count) pair: about 16.")
 
 
+def _nothing() -> None:
+    pass
+
+
 class CompileFallbackWarning(UserWarning):
     """torch.compile could not run; the function runs eagerly."""
 
@@ -46,9 +50,16 @@ class Compiled:
         self.compiled = torch.compile(fn, mode=None if options.mode == "default" else options.mode,
                                       dynamic=options.dynamic, fullgraph=options.fullgraph, backend=options.backend)
         self.checked = False  # True once the compiled version has run (or been given up)
+        # CUDA-graph modes record one graph tree per function. Without a step marker, a call
+        # after a call of another shape is recorded as that one's child, so distinct shapes
+        # (length grouping) re-record for every new pair of consecutive shapes: measured at
+        # 130M on H100, a 5.7 ms median step averaged 9.1 ms. Marking each call as a new
+        # step keeps one graph per shape.
+        self.mark_step = torch.compiler.cudagraph_mark_step_begin if options.mode in ("reduce-overhead", "max-autotune") else _nothing
         functools.update_wrapper(self, fn)
 
     def __call__(self, *args, **kwargs):
+        self.mark_step()
         if self.checked:
             return self.compiled(*args, **kwargs)
         try:
