@@ -59,8 +59,8 @@ IGNORE = -100  # target of a padding slot among the masked positions (recengine.
 
 
 def trim_lengths(max_len: int) -> tuple[int, ...]:
-    """The lengths batches are trimmed to: 8, 16, 24, 32, then about x1.5 each time (48, 64, 96,
-    128, 192, ...), all multiples of 8 (matmul tiles), below ``max_len``, and ``max_len`` itself.
+    """The lengths batches are trimmed to: 8, 16, 24, 32, then about x1.25 each time (40, 56, 72,
+    96, 120, ...), all multiples of 8 (matmul tiles), below ``max_len``, and ``max_len`` itself.
 
     Few lengths mean few shapes to compile and record as CUDA graphs; fine steps at the short
     end matter because real histories are short (Electronics: mean 9), so with
@@ -68,7 +68,7 @@ def trim_lengths(max_len: int) -> tuple[int, ...]:
     eighth of ``max_len`` is dropped: it would save little and cost a shape."""
     lengths, n = [8, 16, 24, 32], 32
     while n < max_len:
-        n = -(-(n * 3 // 2) // 8) * 8
+        n = -(-(n * 5 // 4) // 8) * 8
         lengths.append(n)
     return tuple(n for n in lengths if n < max_len - max_len // 8) + (max_len,)
 

@@ -15,14 +15,14 @@ def _seqs(users=200, items=50, seed=0, spread=12):
 
 
 def test_trim_lengths_are_a_small_fixed_set():
-    assert trim_lengths(50) == (8, 16, 24, 32, 50)
+    assert trim_lengths(50) == (8, 16, 24, 32, 40, 50)
     assert trim_lengths(30) == (8, 16, 24, 30)
     assert trim_lengths(8) == (8,)
     for max_len in range(1, 600):
         lengths = trim_lengths(max_len)
         assert lengths[-1] == max_len and list(lengths) == sorted(set(lengths))
-        assert len(lengths) <= 12  # few shapes to compile
-        assert all(b <= a * 1.5 + 8 for a, b in zip(lengths[:-2], lengths[1:-1]))  # waste stays bounded
+        assert len(lengths) <= 16  # few shapes to compile
+        assert all(b <= a * 1.25 + 8 for a, b in zip(lengths[:-2], lengths[1:-1]))  # waste stays bounded
 
 
 def test_mask_budget_fits_and_wastes_little():
