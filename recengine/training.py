@@ -155,7 +155,7 @@ class TrainStep:
 
 
 def save_checkpoint(run: RunDir, model, adapter, optimizer, state: LoopState, keep_last: int, best: bool,
-                    dist: Single = Single()) -> None:
+                    dist: Single = Single(), scaler: torch.amp.GradScaler | None = None) -> None:
     """Every rank calls this (FSDP2 gathers the full state collectively); rank 0 writes."""
     model_state = dist.model_state(model, adapter.trainable_state(model).keys())
     optim_tensors, optim_meta = checkpoint.state_dict_to_tensors(dist.optimizer_state(model, optimizer))
@@ -169,7 +169,10 @@ def save_checkpoint(run: RunDir, model, adapter, optimizer, state: LoopState, ke
         run.checkpoints,
         name,
         {"model.safetensors": model_state, "optimizer.safetensors": optim_tensors, "rng.safetensors": rng},
-        {"loop": dataclasses.asdict(state), "optimizer": optim_meta, "rng": host_rng_state()},
+        # The fp16 loss scale (empty for a disabled scaler): without it a resumed run restarts at
+        # 65,536 and skips steps while the scale backs off again.
+        {"loop": dataclasses.asdict(state), "optimizer": optim_meta, "rng": host_rng_state(),
+         "scaler": scaler.state_dict() if scaler is not None else {}},
     )
     if best:  # before `latest`: a kill in between resumes earlier and redoes this validation
         checkpoint.set_pointer(run.checkpoints, "best", name)
@@ -200,7 +203,8 @@ def load_weights(run: RunDir, model, adapter, which: str = "best", dist: Single 
     return path
 
 
-def resume_state(run: RunDir, model, adapter, optimizer, dist: Single = Single()) -> LoopState:
+def resume_state(run: RunDir, model, adapter, optimizer, dist: Single = Single(),
+                 scaler: torch.amp.GradScaler | None = None) -> LoopState:
     path = load_weights(run, model, adapter, "latest", dist)
     saved = checkpoint.load_state(path)
     dist.load_optimizer_state(model, optimizer, checkpoint.tensors_to_state_dict(
@@ -211,6 +215,8 @@ def resume_state(run: RunDir, model, adapter, optimizer, dist: Single = Single()
         torch.cuda.set_rng_state(rng["cuda"])
     if "rng" in saved:  # absent in checkpoints written before host RNG states were saved
         set_host_rng_state(saved["rng"])
+    if scaler is not None and scaler.is_enabled() and saved.get("scaler"):
+        scaler.load_state_dict(saved["scaler"])
     state = LoopState(**saved["loop"])
     if state.batch == 0 and state.epoch > 0 and state.best_epoch == state.epoch and dist.is_main:
         # This checkpoint was written by the validation that set the best metric. A kill between
@@ -241,9 +247,9 @@ def train(recipe: Recipe, run: RunDir, resume: bool = False, console: Console | 
     # Model and loss as one module, wrapped before the optimizer is built: FSDP2 replaces the parameters.
     objective = dist.wrap(Objective(model, build_loss(model, cfg, split.train.item_counts())))
     optimizer = adamw(model, cfg.lr, cfg.weight_decay, cfg.betas, device)
-    state = resume_state(run, model, adapter, optimizer, dist) if resume else LoopState()
-
     precision = recipe.precision.build(device=device)
+    state = resume_state(run, model, adapter, optimizer, dist, precision.scaler) if resume else LoopState()
+
     compiler = recipe.compiler.build()
     train_step = TrainStep(model, optimizer, precision, compiler, cfg, NonFiniteGuard(cfg.max_bad_steps, state.skipped_steps),
                            dist=dist, objective=objective)
@@ -291,7 +297,8 @@ def train(recipe: Recipe, run: RunDir, resume: bool = False, console: Console | 
                                                       "train/samples_per_s": progress.tasks[task].speed or 0.0})
                 if cfg.checkpoint_every_steps and state.step % cfg.checkpoint_every_steps == 0:
                     state.skipped_steps = train_step.guard.skipped
-                    save_checkpoint(run, model, adapter, optimizer, state, cfg.keep_last, best=False, dist=dist)
+                    save_checkpoint(run, model, adapter, optimizer, state, cfg.keep_last, best=False, dist=dist,
+                                    scaler=precision.scaler)
             state.epoch, state.batch = state.epoch + 1, 0
             state.skipped_steps = train_step.guard.skipped
             if state.epoch % cfg.eval_every_epochs and state.epoch < cfg.epochs:
@@ -307,7 +314,7 @@ def train(recipe: Recipe, run: RunDir, resume: bool = False, console: Console | 
             if dist.is_main:
                 run.append_metrics({"split": "valid", "epoch": state.epoch, "step": state.step, "protocol": protocol, **metrics})
             progress.console.print(f"epoch {state.epoch}: valid {ev.metric} {metrics[ev.metric]:.4f}" + (" (best)" if improved else ""))
-            save_checkpoint(run, model, adapter, optimizer, state, cfg.keep_last, best=improved, dist=dist)
+            save_checkpoint(run, model, adapter, optimizer, state, cfg.keep_last, best=improved, dist=dist, scaler=precision.scaler)
             on_validation(state.epoch, metrics)
 
     dist.barrier()  # rank 0 has finished writing the checkpoint the ranks are about to read

@@ -148,3 +148,18 @@ def test_a_crash_before_the_best_pointer_is_written_is_repaired_on_resume(tmp_pa
     train(recipe, crashed, resume=True)
     assert checkpoint.read_pointer(crashed.checkpoints, "best").name == best_writes[last_best - 1]
     assert json.loads(crashed.results.read_text())["test"]["model"] == json.loads(straight.results.read_text())["test"]["model"]
+
+
+def test_the_fp16_loss_scale_is_checkpointed_and_restored(tmp_path, tiny_recipe):
+    from recengine.training import adamw, build_model, resume_state
+
+    recipe, run = _run(tmp_path, "fp16", tiny_recipe, ["train.epochs=1", 'precision={name="amp", dtype="fp16"}'])
+    train(recipe, run)
+    saved = checkpoint.load_state(checkpoint.read_pointer(run.checkpoints, "latest"))["scaler"]
+    assert saved["scale"] > 1.0  # a real fp16 scaler's state, not the empty one of a disabled scaler
+
+    model, adapter = build_model(recipe, json.loads(run.data.read_text())["num_items"])
+    optimizer = adamw(model, 1e-3, 0.0, (0.9, 0.999), torch.device("cpu"))
+    scaler = torch.amp.GradScaler("cpu", init_scale=1.0)  # a fresh run would start elsewhere
+    resume_state(run, model, adapter, optimizer, scaler=scaler)
+    assert scaler.get_scale() == saved["scale"]
