@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+import torch
 import typer
 from rich.syntax import Syntax
 from rich.table import Table
@@ -42,7 +43,8 @@ def show(
     loaded = load_recipe(recipe, load_registry(), overrides or [])
     console.print(Syntax(loaded.to_toml(), "toml"))
     num_items = catalog_size or loaded.dataset.build().num_items
-    model = loaded.model.build(num_items=num_items)
+    with torch.device("meta"):  # shapes only: counting 430M parameters needs no memory and no init
+        model = loaded.model.build(num_items=num_items)
     console.print(f"parameters: {count_parameters(model):,} at a catalog of {num_items:,} items")
 
 
