@@ -32,7 +32,7 @@ from torch import nn
 from recengine.errors import UserError
 from recengine.hookspecs import hookimpl
 from recengine.model import SequenceModel
-from recengine_plugins.lora import ALL_TARGETS, Target, targeted_linears, trainable_tensors
+from recengine_plugins.lora import ALL_TARGETS, Target, add_low_rank, targeted_linears, trainable_tensors
 
 NO_MERGE = ("ilora cannot be merged into the base weights: its low-rank update is mixed per sequence by the gate, "
             "so no single weight matrix reproduces it; serve it unmerged (or train with adapter.name=\"lora\" to merge)")
@@ -84,7 +84,7 @@ class ILoRALinear(nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         low = F.linear(self.drop(x), self.lora_a)
         low = low * self.gate.to(low.dtype)  # [B, L, K*r]: each expert's r columns weighted by its gate
-        return F.linear(x, self.weight, self.bias) + F.linear(low, self.lora_b) * self.scale
+        return add_low_rank(F.linear(x, self.weight, self.bias), low, self.lora_b, self.scale)
 
 
 class Gate(nn.Module):

@@ -55,6 +55,14 @@ def trainable_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     return {name: p for name, p in model.named_parameters() if p.requires_grad}
 
 
+def add_low_rank(base: torch.Tensor, low: torch.Tensor, lora_b: torch.Tensor, scale: float) -> torch.Tensor:
+    """``base + scale * low @ lora_b^T`` as one ``addmm``: in eager mode one kernel (forward and
+    backward) where matmul, multiply and add were three; the scale and the sum happen in the
+    matmul's epilogue. ``base`` [..., out] and ``low`` [..., r] are contiguous linear outputs."""
+    out = torch.addmm(base.reshape(-1, base.shape[-1]), low.reshape(-1, low.shape[-1]), lora_b.t(), alpha=scale)
+    return out.view(base.shape)
+
+
 class LoRALinear(nn.Linear):
     """y = x W^T + b + (alpha / rank) * dropout(x) A^T B^T, sharing W and b with the base layer."""
 
@@ -70,7 +78,7 @@ class LoRALinear(nn.Linear):
         self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight, self.bias) + F.linear(F.linear(self.drop(x), self.lora_a), self.lora_b) * self.scale
+        return add_low_rank(F.linear(x, self.weight, self.bias), F.linear(self.drop(x), self.lora_a), self.lora_b, self.scale)
 
     def merged(self) -> nn.Linear:
         """A plain nn.Linear with W + scale * B A; computed in float32, stored in the base dtype."""
