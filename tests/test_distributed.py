@@ -217,13 +217,13 @@ def _losses(path: Path) -> list[list[float]]:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """The tiny recipe trained 2 epochs on one process and on two (DDP)."""
+    """The tiny recipe trained 2 epochs on one process, on two with DDP and on two with FSDP2."""
     tmp = tmp_path_factory.mktemp("dist")
     recipe = tmp / "tiny.toml"
     recipe.write_text(textwrap.dedent(TINY_RECIPE) + '\n[[monitors]]\nname = "record"\n')
-    for name, procs in (("one", 1), ("two", 2)):
+    for name, procs, strategy in (("one", 1, "ddp"), ("two", 2, "ddp"), ("fsdp2", 2, "fsdp2")):
         (tmp / name).mkdir()
-        args = (recipe, tmp / name, tmp / f"{name}.jsonl", OVERRIDES, False)
+        args = (recipe, tmp / name, tmp / f"{name}.jsonl", OVERRIDES + [f'distributed.strategy="{strategy}"'], False)
         _train_job(*args) if procs == 1 else _spawn(_train_job, *args)
     return tmp
 
@@ -239,6 +239,20 @@ def test_two_processes_follow_the_same_loss_trajectory_as_one(runs):
     # Adam divides by sqrt(v): where a gradient is ~0, float rounding differences between the two
     # reductions move a weight by up to ~lr, so weights match to a looser tolerance than losses.
     for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.slow
+def test_fsdp2_on_two_processes_follows_the_same_loss_trajectory_as_one(runs):
+    one, sharded = _losses(runs / "one.jsonl"), _losses(runs / "fsdp2.jsonl")
+    assert [s for s, _ in sharded] == [s for s, _ in one]
+    np.testing.assert_allclose([v for _, v in sharded], [v for _, v in one], rtol=1e-5)
+    # Checkpoints hold the full, unsharded state, with the single-process keys.
+    a = load_file(str(checkpoint.read_pointer(runs / "one" / "checkpoints", "latest") / "model.safetensors"))
+    b = load_file(str(checkpoint.read_pointer(runs / "fsdp2" / "checkpoints", "latest") / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        assert a[key].shape == b[key].shape, key
         torch.testing.assert_close(b[key], a[key], rtol=1e-3, atol=1e-3)
 
 
