@@ -67,7 +67,3 @@ def coverage(recommended: torch.Tensor, num_items: int) -> float:
     """Share of the catalog (ids 1..num_items) in at least one user's pessimistic top K."""
     return recommended[1:].sum().item() / num_items
 
-
-def metric_sums(ranks: torch.Tensor, ks: tuple[int, ...] = DEFAULT_KS) -> dict[str, float]:
-    """Per-metric sums over a batch (kept for callers that reduce sums across processes)."""
-    return {name: value * len(ranks) for name, value in metrics_from_ranks(ranks, ks).items()}
