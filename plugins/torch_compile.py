@@ -29,7 +29,8 @@ class CompileOptions(BaseModel):
     backend: str = Field("inductor", description="torch.compile backend (inductor; aot_eager to debug tracing).")
     recompile_limit: int | None = Field(
         None, ge=1, description="Compiled shapes kept per function before falling back to eager (torch's default: 8). "
-                                "Static shapes with train.length_grouping need one per (length, masked count) pair: about 16.")
+                                "Static shapes need one per (trimmed length, masked-slot budget) pair: with train.length_grouping "
+                                "that is 15-25; `recengine bench` reports the count as distinct_shapes.")
 
 
 def _nothing() -> None:
@@ -45,8 +46,10 @@ class Compiled:
 
     def __init__(self, fn: Callable, options: CompileOptions):
         self.fn = fn
-        if options.recompile_limit is not None:  # process-wide in torch; past it dynamo silently runs eagerly
-            torch._dynamo.config.recompile_limit = options.recompile_limit
+        if options.recompile_limit is not None:  # process-wide in torch; past it dynamo runs eagerly
+            # `recompile_limit` from torch 2.7; `cache_size_limit` before (an alias after).
+            name = "recompile_limit" if hasattr(torch._dynamo.config, "recompile_limit") else "cache_size_limit"
+            setattr(torch._dynamo.config, name, options.recompile_limit)
         self.compiled = torch.compile(fn, mode=None if options.mode == "default" else options.mode,
                                       dynamic=options.dynamic, fullgraph=options.fullgraph, backend=options.backend)
         self.checked = False  # True once the compiled version has run (or been given up)

@@ -234,8 +234,8 @@ def bench_steps(model, step: TrainStep, batches: ClozeBatches, steps: int, warmu
     first_of_shape: dict[tuple, Batch] = {}
     for batch in itertools.islice(batch_stream(batches, warmup), steps):  # a look ahead at the timed batches
         first_of_shape.setdefault(shape_of(batch), batch)
-    for batch in first_of_shape.values():
-        for _ in range(3):
+    for _ in range(3):  # rounds over all shapes: a later shape can make torch compile a more general graph,
+        for batch in first_of_shape.values():  # which then serves the earlier shapes too; round 1 builds every graph
             step(batch, lr)
     _sync(device)
     if device.type == "cuda":
@@ -266,7 +266,7 @@ def bench_steps(model, step: TrainStep, batches: ClozeBatches, steps: int, warmu
         "samples_per_s": batches.batch_size / step_s,
         # Over all timed steps: the epoch rate when batches differ in length (train.length_grouping),
         # where the median step is the most common length's, not the average.
-        "samples_per_s_mean": batches.batch_size / statistics.mean(times),
+        "samples_per_s_mean": sum(len(b) for b in timed) / sum(times),  # an epoch's last batch is short
         "end_to_end_samples_per_s": batches.batch_size * steps / wall_s,
         "peak_memory_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
         "real_tokens_per_step": statistics.mean(float((b.inputs != PAD).sum()) for b in timed),

@@ -4,8 +4,9 @@ import itertools
 
 import torch
 
+from recengine import bench
 from recengine.bench import batch_stream, bench_steps, shape_of
-from recengine.data.batching import ClozeBatches
+from recengine.data.batching import Batch, ClozeBatches
 from recengine.data.sequences import Sequences
 from recengine.plugins import load_registry
 from recengine.recipe import resolve
@@ -50,3 +51,53 @@ def test_every_timed_shape_runs_three_times_before_the_timed_steps():
     before = step.shapes[2:-12]  # after the plain warm-up, before timing
     assert result["distinct_shapes"] == len(set(timed)) > 1  # grouping gives batches of several lengths
     assert all(before.count(shape) == 3 for shape in set(timed)) and len(before) == 3 * len(set(timed))
+
+
+class TwoShapes:
+    """Stands in for ClozeBatches: batches alternate between two trimmed lengths."""
+
+    batch_size = 16
+
+    def epoch(self, epoch):
+        for i in range(6):
+            g = torch.Generator().manual_seed(i)
+            t = 16 if i % 2 == 0 else 24
+            inputs = torch.randint(1, 31, (16, t), generator=g)
+            yield Batch(inputs, torch.zeros_like(inputs), torch.randperm(16 * t, generator=g)[:32], torch.randint(1, 31, (32,), generator=g))
+
+
+def test_every_compiled_graph_meets_every_timed_shape_before_timing():
+    # A later shape can make torch compile a more general graph that then serves the earlier
+    # shapes too: each of them must have run on it before the timed window starts.
+    runs = []  # (graph id, input shapes) per call of a compiled graph
+
+    @torch._dynamo.register_backend(name="recording_test_backend")
+    def recording(gm, example_inputs):
+        graph = recording.compiled
+        recording.compiled += 1
+        return lambda *args: runs.append((graph, tuple(a.shape for a in args if isinstance(a, torch.Tensor)))) or gm.forward(*args)
+
+    recording.compiled = 0
+    torch._dynamo.reset()
+    recipe = resolve({"run": {"device": "cpu"}, "dataset": {"name": "synthetic"},
+                      "compiler": {"name": "torch-compile", "backend": "recording_test_backend"},
+                      "model": {"name": "bert4rec", "hidden": 16, "layers": 1, "heads": 2, "max_len": 40}}, load_registry())
+    model = recipe.model.build(num_items=30)
+    step = TrainStep(model, adamw(model, 1e-3, 0.0, (0.9, 0.999), torch.device("cpu")), recipe.precision.build(device=torch.device("cpu")),
+                     recipe.compiler.build(), recipe.train)
+    calls_before = []
+    timer_mark = bench._Timer.mark
+
+    def mark(self):  # the first mark opens the timed window
+        if not calls_before:
+            calls_before.append(len(runs))
+        return timer_mark(self)
+
+    bench._Timer.mark = mark
+    try:
+        bench_steps(model, step, TwoShapes(), steps=6, warmup=0, device=torch.device("cpu"), low_precision=False)
+    finally:
+        bench._Timer.mark = timer_mark
+        torch._dynamo.reset()
+    before, timed = set(runs[: calls_before[0]]), set(runs[calls_before[0]:])
+    assert timed and timed <= before
