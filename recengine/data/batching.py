@@ -98,7 +98,9 @@ def trim(inputs: torch.Tensor, labels: torch.Tensor, lengths: tuple[int, ...]) -
     """Drop leading all-padding columns down to the smallest of ``lengths`` that keeps every item."""
     longest = int((inputs != PAD).sum(dim=1).max()) if inputs.numel() else 0
     keep = next((n for n in lengths if n >= longest), inputs.shape[1])
-    return inputs[:, -keep:], labels[:, -keep:]
+    # Contiguous: a compiled step guards on strides, and a view with the untrimmed row stride
+    # would compile a second graph beside the one for untrimmed (contiguous) batches.
+    return inputs[:, -keep:].contiguous(), labels[:, -keep:].contiguous()
 
 
 def masked_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

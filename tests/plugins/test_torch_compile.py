@@ -52,3 +52,46 @@ def test_an_error_eager_also_raises_is_not_hidden(monkeypatch):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             _compiler()(bad)(torch.tensor(1.0))
+
+
+def test_grouped_batches_of_every_length_and_mask_count_share_one_dynamic_graph():
+    # The fast path (bf16 autocast, dynamic shapes) must not specialise on the trimmed length,
+    # the masked-slot budget or a short last batch: one compiled graph serves them all, so
+    # train.length_grouping costs one compile, not one per shape. A Python int taken from a
+    # batch dimension inside the step would break this.
+    import itertools
+
+    from recengine.bench import batch_stream, shape_of
+    from recengine.data.batching import ClozeBatches
+    from recengine.data.sequences import Sequences
+    from recengine.recipe import resolve
+    from recengine.training import TrainStep, adamw
+
+    compiled = []
+
+    @torch._dynamo.register_backend(name="counting_test_backend")
+    def counting(gm, example_inputs):
+        compiled.append(gm)
+        return gm.forward
+
+    g = torch.Generator().manual_seed(0)
+    lengths = (5 + torch.randint(0, 40, (300,), generator=g)).tolist()
+    seqs = Sequences.from_lists([torch.randint(1, 31, (n,), generator=g).tolist() for n in lengths], 30)
+    batches = ClozeBatches(seqs, 50, 32, 0.15, seed=0, length_grouping=4)
+    recipe = resolve({"run": {"device": "cpu"}, "dataset": {"name": "synthetic"}, "precision": {"name": "amp"},
+                      "compiler": {"name": "torch-compile", "backend": "counting_test_backend", "dynamic": True},
+                      "model": {"name": "bert4rec", "hidden": 16, "layers": 1, "heads": 2, "max_len": 50}}, load_registry())
+    model = recipe.model.build(num_items=30)
+    step = TrainStep(model, adamw(model, 1e-3, 0.0, (0.9, 0.999), torch.device("cpu")), recipe.precision.build(device=torch.device("cpu")),
+                     recipe.compiler.build(), recipe.train)
+    torch._dynamo.reset()
+    shapes = set()
+    try:
+        for batch in itertools.islice(batch_stream(batches, 0), 12):  # crosses the short last batch (10 per epoch)
+            shapes.add(shape_of(batch))
+            step(batch, 1e-3)
+    finally:
+        torch._dynamo.reset()
+    assert len({s[0][1] for s in shapes}) >= 3 and len({s[1] for s in shapes}) >= 2  # lengths, mask budgets
+    assert len({s[0][0] for s in shapes}) == 2  # the short last batch came too
+    assert len(compiled) == 1
