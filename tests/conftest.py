@@ -49,6 +49,32 @@ def tiny_recipe(tmp_path: Path) -> Path:
     return path
 
 
+def random_batches(max_len: int, batch_size: int, mask_prob: float, min_length: int = 3, length_grouping: int = 4):
+    """Cloze batches over 300 random histories of 30 items, lengths min_length to min_length + 39."""
+    from recengine.data.batching import ClozeBatches
+    from recengine.data.sequences import Sequences
+
+    g = torch.Generator().manual_seed(0)
+    lengths = (min_length + torch.randint(0, 40, (300,), generator=g)).tolist()
+    seqs = Sequences.from_lists([torch.randint(1, 31, (n,), generator=g).tolist() for n in lengths], 30)
+    return ClozeBatches(seqs, max_len, batch_size, mask_prob, seed=0, length_grouping=length_grouping)
+
+
+def tiny_train_step(max_len: int, **sections):
+    """(model, TrainStep) of a one-layer hidden-16 BERT4Rec over 30 items on CPU; ``sections``
+    choose plugins, e.g. ``precision={"name": "amp"}``."""
+    from recengine.recipe import resolve
+    from recengine.training import TrainStep, adamw
+
+    cpu = torch.device("cpu")
+    recipe = resolve({"run": {"device": "cpu"}, "dataset": {"name": "synthetic"}, **sections,
+                      "model": {"name": "bert4rec", "hidden": 16, "layers": 1, "heads": 2, "max_len": max_len}}, load_registry())
+    model = recipe.model.build(num_items=30)
+    step = TrainStep(model, adamw(model, 1e-3, 0.0, (0.9, 0.999), cpu), recipe.precision.build(device=cpu), recipe.compiler.build(),
+                     recipe.train)
+    return model, step
+
+
 @pytest.fixture(scope="session")
 def registry():
     return load_registry()

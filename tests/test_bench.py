@@ -6,18 +6,13 @@ import torch
 
 from recengine import bench
 from recengine.bench import batch_stream, bench_steps, shape_of
-from recengine.data.batching import Batch, ClozeBatches
-from recengine.data.sequences import Sequences
-from recengine.plugins import load_registry
-from recengine.recipe import resolve
-from recengine.training import TrainStep, adamw
+from recengine.data.batching import Batch
+
+from .conftest import random_batches, tiny_train_step
 
 
-def _batches(length_grouping: int) -> ClozeBatches:
-    g = torch.Generator().manual_seed(0)
-    lengths = (3 + torch.randint(0, 40, (300,), generator=g)).tolist()
-    seqs = Sequences.from_lists([torch.randint(1, 31, (n,), generator=g).tolist() for n in lengths], 30)
-    return ClozeBatches(seqs, 40, 16, 0.2, seed=0, length_grouping=length_grouping)
+def _batches(length_grouping: int):
+    return random_batches(40, 16, 0.2, length_grouping=length_grouping)
 
 
 def test_two_streams_with_the_same_skip_deliver_the_same_batches():
@@ -39,13 +34,9 @@ class CountingStep:
 
 
 def test_every_timed_shape_runs_three_times_before_the_timed_steps():
-    registry = load_registry()
-    recipe = resolve({"run": {"device": "cpu"}, "dataset": {"name": "synthetic"},
-                      "model": {"name": "bert4rec", "hidden": 16, "layers": 1, "heads": 2, "max_len": 40}}, registry)
     batches = _batches(4)
-    model = recipe.model.build(num_items=30)
-    step = CountingStep(TrainStep(model, adamw(model, 1e-3, 0.0, (0.9, 0.999), torch.device("cpu")), recipe.precision.build(device=torch.device("cpu")),
-                                  recipe.compiler.build(), recipe.train))
+    model, step = tiny_train_step(40)
+    step = CountingStep(step)
     result = bench_steps(model, step, batches, steps=12, warmup=2, device=torch.device("cpu"), low_precision=False)
     timed = step.shapes[-12:]
     before = step.shapes[2:-12]  # after the plain warm-up, before timing
@@ -79,12 +70,7 @@ def test_every_compiled_graph_meets_every_timed_shape_before_timing():
 
     recording.compiled = 0
     torch._dynamo.reset()
-    recipe = resolve({"run": {"device": "cpu"}, "dataset": {"name": "synthetic"},
-                      "compiler": {"name": "torch-compile", "backend": "recording_test_backend"},
-                      "model": {"name": "bert4rec", "hidden": 16, "layers": 1, "heads": 2, "max_len": 40}}, load_registry())
-    model = recipe.model.build(num_items=30)
-    step = TrainStep(model, adamw(model, 1e-3, 0.0, (0.9, 0.999), torch.device("cpu")), recipe.precision.build(device=torch.device("cpu")),
-                     recipe.compiler.build(), recipe.train)
+    model, step = tiny_train_step(40, compiler={"name": "torch-compile", "backend": "recording_test_backend"})
     calls_before = []
     timer_mark = bench._Timer.mark
 

@@ -62,10 +62,8 @@ def test_grouped_batches_of_every_length_and_mask_count_share_one_dynamic_graph(
     import itertools
 
     from recengine.bench import batch_stream, shape_of
-    from recengine.data.batching import ClozeBatches
-    from recengine.data.sequences import Sequences
-    from recengine.recipe import resolve
-    from recengine.training import TrainStep, adamw
+
+    from ..conftest import random_batches, tiny_train_step
 
     compiled = []
 
@@ -74,16 +72,9 @@ def test_grouped_batches_of_every_length_and_mask_count_share_one_dynamic_graph(
         compiled.append(gm)
         return gm.forward
 
-    g = torch.Generator().manual_seed(0)
-    lengths = (5 + torch.randint(0, 40, (300,), generator=g)).tolist()
-    seqs = Sequences.from_lists([torch.randint(1, 31, (n,), generator=g).tolist() for n in lengths], 30)
-    batches = ClozeBatches(seqs, 50, 32, 0.15, seed=0, length_grouping=4)
-    recipe = resolve({"run": {"device": "cpu"}, "dataset": {"name": "synthetic"}, "precision": {"name": "amp"},
-                      "compiler": {"name": "torch-compile", "backend": "counting_test_backend", "dynamic": True},
-                      "model": {"name": "bert4rec", "hidden": 16, "layers": 1, "heads": 2, "max_len": 50}}, load_registry())
-    model = recipe.model.build(num_items=30)
-    step = TrainStep(model, adamw(model, 1e-3, 0.0, (0.9, 0.999), torch.device("cpu")), recipe.precision.build(device=torch.device("cpu")),
-                     recipe.compiler.build(), recipe.train)
+    batches = random_batches(50, 32, 0.15, min_length=5)
+    model, step = tiny_train_step(50, precision={"name": "amp"},
+                                  compiler={"name": "torch-compile", "backend": "counting_test_backend", "dynamic": True})
     torch._dynamo.reset()
     shapes = set()
     try:
