@@ -51,8 +51,11 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=256, help="sequences per GPU per step")
     parser.add_argument("--strategy", choices=["ddp", "fsdp2"], default="ddp")
     parser.add_argument("--precision", default="fp32", help="a precision plugin name, e.g. bf16 when installed")
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--grad-compression", choices=["none", "bf16", "fp16"], default="none", help="DDP comm hook")
+    parser.add_argument("--bucket-cap-mb", type=float, default=25)
+    parser.add_argument("--no-bucket-view", action="store_true", help="DDP gradient_as_bucket_view=False (torch's default)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 
@@ -66,7 +69,8 @@ def main() -> None:
     model.to(device).train()
     parameters = count_parameters(model)
     cfg = recipe.train
-    objective = dist.wrap(Objective(model, build_loss(model, cfg, split.train.item_counts())))
+    objective = dist.wrap(Objective(model, build_loss(model, cfg, split.train.item_counts())), args.bucket_cap_mb,
+                          not args.no_bucket_view, args.grad_compression)
     step = TrainStep(model, adamw(model, cfg.lr, cfg.weight_decay, cfg.betas, device), recipe.precision.build(device=device),
                      recipe.compiler.build(), cfg, dist=dist, objective=objective)
     global_batch = distributed.global_batch_size(cfg.batch_size, cfg.batch_size_is, dist.world_size)
@@ -86,10 +90,13 @@ def main() -> None:
     if dist.world_size > 1:
         tdist.all_reduce(peak, op=tdist.ReduceOp.MAX)
     step_s = statistics.median(times)
+    mean_s = statistics.fmean(times)
     if dist.is_main:
         record = {"shape": args.shape, "strategy": args.strategy, "gpus": dist.world_size, "precision": args.precision,
-                  "batch_per_gpu": args.batch, "global_batch": global_batch, "parameters": parameters,
-                  "step_ms": step_s * 1000, "samples_per_s": global_batch / step_s, "peak_memory_mb_per_gpu": peak.item(),
+                  "batch_per_gpu": args.batch,
+                  "grad_compression": args.grad_compression, "bucket_cap_mb": args.bucket_cap_mb,
+                  "gradient_as_bucket_view": not args.no_bucket_view, "global_batch": global_batch, "parameters": parameters,
+                  "step_ms": step_s * 1000, "step_ms_mean": mean_s * 1000, "samples_per_s": global_batch / step_s, "peak_memory_mb_per_gpu": peak.item(),
                   "device": device_name(device), "torch": torch.__version__}
         with open(args.out, "a") as f:
             f.write(json.dumps(record) + "\n")

@@ -26,6 +26,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from recengine.errors import UserError
+
 Strategy = Literal["ddp", "fsdp2"]
 T = TypeVar("T")
 
@@ -48,7 +50,8 @@ class Single:
     def mean_scalar(self, t: torch.Tensor) -> torch.Tensor:
         return t
 
-    def wrap(self, objective: nn.Module) -> nn.Module:
+    def wrap(self, objective: nn.Module, bucket_cap_mb: float = 25, gradient_as_bucket_view: bool = True,
+             grad_compression: str = "none") -> nn.Module:
         return objective
 
     def model_state(self, model: nn.Module, keys) -> dict[str, torch.Tensor]:
@@ -105,12 +108,25 @@ class Distributed(Single):
     def mean_scalar(self, t: torch.Tensor) -> torch.Tensor:
         return self.sum_tensor(t.detach().float()) / self.world_size
 
-    def wrap(self, objective: nn.Module) -> nn.Module:
+    def wrap(self, objective: nn.Module, bucket_cap_mb: float = 25, gradient_as_bucket_view: bool = True,
+             grad_compression: str = "none") -> nn.Module:
+        """DDP or FSDP2 around ``objective``; the keyword options are DDP's (FSDP2 ignores them)."""
         if self.strategy == "ddp":
             device_ids = [self.local_rank] if next(objective.parameters()).is_cuda else None
             # broadcast_buffers=False: nothing in a sequence model changes its buffers, and a
             # broadcast inside every forward would force evaluation into lockstep too.
-            return nn.parallel.DistributedDataParallel(objective, device_ids=device_ids, broadcast_buffers=False)
+            ddp = nn.parallel.DistributedDataParallel(objective, device_ids=device_ids, broadcast_buffers=False,
+                                                      bucket_cap_mb=bucket_cap_mb,
+                                                      gradient_as_bucket_view=gradient_as_bucket_view)
+            if grad_compression != "none":
+                from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
+
+                if grad_compression == "bf16" and dist.get_backend() != "nccl":
+                    raise UserError("distributed.grad_compression = \"bf16\" needs CUDA GPUs (NCCL); "
+                                    "use \"fp16\" or \"none\" on CPU")
+                hook = {"bf16": default_hooks.bf16_compress_hook, "fp16": default_hooks.fp16_compress_hook}
+                ddp.register_comm_hook(None, hook[grad_compression])
+            return ddp
         from torch.distributed.fsdp import fully_shard
 
         # Shard each transformer block on its own so only one block is gathered at a time,

@@ -115,6 +115,13 @@ class DistributedSection(Section):
     strategy: Literal["ddp", "fsdp2"] = Field(
         "ddp", description="Under torchrun: 'ddp' replicates the model on every rank; 'fsdp2' shards parameters, gradients "
         "and optimizer state (torch.distributed.fsdp.fully_shard) for models that do not fit one GPU.")
+    bucket_cap_mb: float = Field(25, gt=0, description="DDP: gradient bucket size in MiB (torch's default 25); "
+                                 "each bucket's all-reduce starts as soon as its gradients are ready.")
+    gradient_as_bucket_view: bool = Field(True, description="DDP: gradients are views into the all-reduce buckets, "
+                                          "which saves one copy of every gradient per step and its memory.")
+    grad_compression: Literal["none", "bf16", "fp16"] = Field(
+        "none", description="DDP: all-reduce gradients in bfloat16 (CUDA + NCCL only) or float16 (torch's "
+        "bf16/fp16_compress_hook): half the traffic; gradients are rounded before they are averaged.")
 
 
 class PluginSection(BaseModel):

@@ -245,7 +245,9 @@ def train(recipe: Recipe, run: RunDir, resume: bool = False, console: Console | 
     model, adapter = build_model(recipe, dataset.num_items, run)
     model.to(device)
     # Model and loss as one module, wrapped before the optimizer is built: FSDP2 replaces the parameters.
-    objective = dist.wrap(Objective(model, build_loss(model, cfg, split.train.item_counts())))
+    ddp = recipe.distributed
+    objective = dist.wrap(Objective(model, build_loss(model, cfg, split.train.item_counts())), ddp.bucket_cap_mb,
+                          ddp.gradient_as_bucket_view, ddp.grad_compression)
     optimizer = adamw(model, cfg.lr, cfg.weight_decay, cfg.betas, device)
     precision = recipe.precision.build(device=device)
     state = resume_state(run, model, adapter, optimizer, dist, precision.scaler) if resume else LoopState()

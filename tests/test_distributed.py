@@ -221,9 +221,12 @@ def runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("dist")
     recipe = tmp / "tiny.toml"
     recipe.write_text(textwrap.dedent(TINY_RECIPE) + '\n[[monitors]]\nname = "record"\n')
-    for name, procs, strategy in (("one", 1, "ddp"), ("two", 2, "ddp"), ("fsdp2", 2, "fsdp2")):
+    settings = {"one": (1, ['distributed.strategy="ddp"']), "two": (2, ['distributed.strategy="ddp"']),
+                "fsdp2": (2, ['distributed.strategy="fsdp2"']),
+                "fp16": (2, ['distributed.grad_compression="fp16"', "distributed.gradient_as_bucket_view=false"])}
+    for name, (procs, extra) in settings.items():
         (tmp / name).mkdir()
-        args = (recipe, tmp / name, tmp / f"{name}.jsonl", OVERRIDES + [f'distributed.strategy="{strategy}"'], False)
+        args = (recipe, tmp / name, tmp / f"{name}.jsonl", OVERRIDES + extra, False)
         _train_job(*args) if procs == 1 else _spawn(_train_job, *args)
     return tmp
 
@@ -240,6 +243,16 @@ def test_two_processes_follow_the_same_loss_trajectory_as_one(runs):
     # reductions move a weight by up to ~lr, so weights match to a looser tolerance than losses.
     for key in a:
         torch.testing.assert_close(b[key], a[key], rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.slow
+def test_fp16_gradient_compression_follows_one_process_to_fp16_precision(runs):
+    one, compressed = _losses(runs / "one.jsonl"), _losses(runs / "fp16.jsonl")
+    assert [s for s, _ in compressed] == [s for s, _ in one]
+    # The first loss precedes any all-reduce; later ones drift by bf16 rounding of the gradients only.
+    assert compressed[0][1] == pytest.approx(one[0][1], rel=1e-6)
+    np.testing.assert_allclose([v for _, v in compressed], [v for _, v in one], rtol=2e-2)
+    assert [v for _, v in compressed] != [v for _, v in one]  # the hook really ran
 
 
 @pytest.mark.slow
@@ -275,3 +288,16 @@ def test_checkpoint_from_two_processes_resumes_on_one(runs, tmp_path):
     b = load_file(str(checkpoint.read_pointer(runs / "two" / "checkpoints", "latest") / "model.safetensors"))
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-3, atol=1e-3)
+
+
+def test_bf16_gradient_compression_on_cpu_is_refused_with_a_fix(tmp_path):
+    import torch.distributed as tdist
+
+    from recengine.errors import UserError
+
+    tdist.init_process_group("gloo", init_method=f"file://{tmp_path}/store", rank=0, world_size=1)
+    try:
+        with pytest.raises(UserError, match='"fp16" or "none" on CPU'):
+            distributed.Distributed("ddp", 0, 1, 0).wrap(torch.nn.Linear(2, 2), grad_compression="bf16")
+    finally:
+        tdist.destroy_process_group()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import fnmatch
 from pathlib import Path
 from typing import Optional
 
 import typer
 
 from recengine.cli._common import console, err_console, user_errors
+from recengine.errors import UserError
 from recengine.plugins import load_registry
 from recengine.study import load_study, run_study
 
@@ -20,6 +22,10 @@ EXAMPLES = """Examples:
   recengine study studies/scaling.toml --retry-failed      # rerun cells that failed last time
 
   recengine study studies/scaling.toml --list
+
+  recengine study studies/scaling.toml --only '430m-*' --out runs/studies/gpu1   # one share of the cells, e.g. one GPU each
+
+  recengine report runs/studies/gpu0 runs/studies/gpu1 --out runs/studies/all   # then one table from the shares
 """
 
 
@@ -30,6 +36,8 @@ def study(
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Rerun cells recorded as failed (finished cells are never rerun)."),
     no_train: bool = typer.Option(False, "--no-train", help="Benchmark only: train no cell, whatever the study file says."),
     list_cells: bool = typer.Option(False, "--list", help="List the cells and exit."),
+    only: Optional[list[str]] = typer.Option(None, "--only", help="Run only cells whose id matches this glob (repeatable), "
+                                             "e.g. '130m-*' or '*-ilora'; see --list for the ids."),
 ) -> None:
     """Benchmark (and optionally train) every cell of a study; write results.csv/.json/.md and plots.
 
@@ -39,6 +47,10 @@ def study(
         loaded.settings.study.train = False
         for recipe in loaded.settings.recipes:
             recipe.train = False
+    if only:
+        loaded.cells = [c for c in loaded.cells if any(fnmatch.fnmatchcase(c.id, pattern) for pattern in only)]
+        if not loaded.cells:
+            raise UserError(f"--only {' '.join(only)}: no cell of {study_file} matches; see its ids with --list")
     if list_cells:
         for cell in loaded.cells:
             console.print(cell.id)

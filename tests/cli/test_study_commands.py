@@ -15,6 +15,17 @@ def test_study_list_and_scaling_matrix():
     assert len(cells) == 4 * 2 * 2 * 3 and "430m-amp-torch-compile-ilora" in cells and "5m-fp32-eager-none" in cells
 
 
+def test_study_only_selects_cells_by_glob():
+    scaling = str(ROOT / "studies" / "scaling.toml")
+    result = CliRunner().invoke(app, ["study", scaling, "--list", "--only", "430m-*", "--only", "5m-amp-*-none"])
+    assert result.exit_code == 0, result.output
+    cells = result.output.split()
+    assert len(cells) == 2 + 12 and cells[:2] == ["5m-amp-eager-none", "5m-amp-torch-compile-none"]
+    assert all(c.startswith("430m-") for c in cells[2:])
+    result = CliRunner().invoke(app, ["study", scaling, "--list", "--only", "9000m-*"])
+    assert result.exit_code == 1 and "no cell of" in result.output and "Traceback" not in result.output
+
+
 def test_report_and_profile_errors_are_one_line(tmp_path):
     result = CliRunner().invoke(app, ["report", str(tmp_path / "missing"), "--out", str(tmp_path / "r")])
     assert result.exit_code == 1 and "not a run directory" in result.output and "Traceback" not in result.output
