@@ -223,7 +223,8 @@ def runs(tmp_path_factory):
     recipe.write_text(textwrap.dedent(TINY_RECIPE) + '\n[[monitors]]\nname = "record"\n')
     settings = {"one": (1, ['distributed.strategy="ddp"']), "two": (2, ['distributed.strategy="ddp"']),
                 "fsdp2": (2, ['distributed.strategy="fsdp2"']),
-                "fp16": (2, ['distributed.grad_compression="fp16"', "distributed.gradient_as_bucket_view=false"])}
+                "fp16": (2, ['distributed.grad_compression="fp16"', "distributed.gradient_as_bucket_view=false"]),
+                "rows": (2, ["distributed.embedding_grad_rows=true"])}
     for name, (procs, extra) in settings.items():
         (tmp / name).mkdir()
         args = (recipe, tmp / name, tmp / f"{name}.jsonl", OVERRIDES + extra, False)
@@ -243,6 +244,41 @@ def test_two_processes_follow_the_same_loss_trajectory_as_one(runs):
     # reductions move a weight by up to ~lr, so weights match to a looser tolerance than losses.
     for key in a:
         torch.testing.assert_close(b[key], a[key], rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.slow
+def test_row_sparse_embedding_gradients_follow_one_process(runs):
+    one, rows = _losses(runs / "one.jsonl"), _losses(runs / "rows.jsonl")
+    assert [s for s, _ in rows] == [s for s, _ in one]
+    np.testing.assert_allclose([v for _, v in rows], [v for _, v in one], rtol=1e-5)
+    a = load_file(str(checkpoint.read_pointer(runs / "one" / "checkpoints", "latest") / "model.safetensors"))
+    b = load_file(str(checkpoint.read_pointer(runs / "rows" / "checkpoints", "latest") / "model.safetensors"))
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-3, atol=1e-3)
+
+
+def _rows_job(out: Path) -> None:
+    import torch.distributed as tdist
+
+    dist = distributed.setup("ddp")
+    grad = torch.zeros(10, 3)
+    touched = [1, 4, 4, 7] if dist.rank == 0 else [4, 9]  # ranks touch different numbers of rows
+    for row in touched:
+        grad[row] += torch.arange(3.0) + row + dist.rank
+    dense = grad.clone()
+    tdist.all_reduce(dense)
+    distributed.all_reduce_rows(grad, dist.world_size)
+    if dist.is_main:
+        out.write_text(json.dumps({"rows": grad.tolist(), "dense": dense.tolist()}))
+    dist.close()
+
+
+@pytest.mark.slow
+def test_all_reduce_rows_equals_a_dense_all_reduce(tmp_path):
+    _spawn(_rows_job, tmp_path / "rows.json")
+    result = json.loads((tmp_path / "rows.json").read_text())
+    assert result["rows"] == result["dense"]
+    assert sum(any(r) for r in result["rows"]) == 4  # rows 1, 4, 7, 9
 
 
 @pytest.mark.slow

@@ -46,6 +46,34 @@ def test_gbce_with_t_zero_is_plain_bce():
     assert zero.item() != one.item()  # t changes beta, so the loss
 
 
+def test_gbce_matches_the_formula_written_out():
+    # loss = mean over masked slots of [beta * -log sigmoid(s+) - sum_neg log(1 - sigmoid(s-))] / (N + 1),
+    # beta = alpha (t (1 - 1/alpha) + 1/alpha), alpha = N / (items - 1); a negative equal to the target is dropped.
+    torch.manual_seed(0)
+    items, negatives, t = 20, 5, 0.75
+    model = bert4rec(items, hidden=8, layers=1, max_len=4)
+    hidden = torch.randn(2, 4, 8)
+    labels = torch.tensor([[0, 3, 0, 5], [0, 0, 0, 7]])
+    positions, targets = masked_positions(labels)
+    torch.manual_seed(2)
+    value = build_loss(model, TrainSection(loss="gbce", gbce_t=t, loss_negatives=negatives))(hidden, positions, targets)
+    torch.manual_seed(2)
+    sampled = torch.randint(1, items + 1, (negatives,))
+    alpha = negatives / (items - 1)
+    beta = alpha * (t * (1 - 1 / alpha) + 1 / alpha)
+    weight, bias = model.output_embedding()
+    per_slot = []
+    for position, target in zip(positions.tolist(), targets.tolist()):
+        if target < 0:
+            continue
+        query = model.project(hidden.reshape(-1, 8)[position])
+        score = lambda item: query @ weight[item] + bias[item]
+        term = -beta * torch.log(torch.sigmoid(score(target)))
+        term = term - sum(torch.log(1 - torch.sigmoid(score(n))) for n in sampled.tolist() if n != target)
+        per_slot.append(term / (negatives + 1))
+    assert value.item() == pytest.approx(torch.stack(per_slot).mean().item(), rel=1e-5)
+
+
 def test_focal_with_gamma_zero_is_cross_entropy():
     torch.manual_seed(0)
     model = bert4rec(20, hidden=8, layers=1, max_len=4)
