@@ -180,7 +180,10 @@ def run_cell(cell: Cell, settings: StudySettings, cell_dir: Path, registry: Regi
     bench = bench_recipe(recipe, settings.bench_steps, settings.bench_warmup)
     row = row_from_bench({**bench, **hardware}, cell=cell.id, recipe=cell.recipe.name)
     if settings.profile_active:
-        data["profiler"] = {"name": "torch", "wait": 1, "warmup": 1, "active": settings.profile_active, "print_summary": False}
+        # Wait as long as the bench warms up: a compiled cell's first steps compile and autotune, and
+        # autotuning kernels recorded in the window would count as the step's self CUDA time.
+        data["profiler"] = {"name": "torch", "wait": max(1, settings.bench_warmup), "warmup": 1,
+                            "active": settings.profile_active, "print_summary": False}
         profiled = profile_recipe(resolve(data, registry, source=f"cell {cell.id}"), cell_dir / "profile")
         summary, steps_per_epoch = profiled["summary"], profiled["steps_per_epoch"]
         row["self_cpu_ms"] = summary.get("self_cpu_ms_per_step")
