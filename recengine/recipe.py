@@ -56,7 +56,8 @@ class TrainSection(Section):
     log_every_steps: int = Field(10, ge=1, description="Send loss and learning rate to the monitors every N steps.")
     max_bad_steps: int = Field(20, ge=1, description="Stop after this many steps in a row with a non-finite loss or gradient (each is skipped, never applied).")
     loss: Literal["ce", "sampled_softmax", "gbce", "focal"] = Field(
-        "ce", description="Training loss: full softmax cross-entropy, sampled softmax with log-Q correction, gBCE (gSASRec) or focal.")
+        "ce", description="Training loss: full softmax cross-entropy, sampled softmax with log-Q correction, gBCE (gSASRec; "
+        "experimental: not yet seen to learn beyond popularity, see docs/results.md) or focal.")
     loss_negatives: int = Field(256, ge=1, description="Negatives per step for sampled_softmax and gbce (shared by the batch).")
     loss_sampling: Literal["popularity", "uniform"] = Field(
         "popularity", description="How sampled_softmax draws its negatives (log-Q corrects for it); gbce always samples uniformly.")
@@ -112,20 +113,23 @@ class InitSection(Section):
 
 
 class DistributedSection(Section):
+    """Under torchrun. The keys after `strategy` are DDP's; FSDP2 ignores them."""
+
     strategy: Literal["ddp", "fsdp2"] = Field(
         "ddp", description="Under torchrun: 'ddp' replicates the model on every rank; 'fsdp2' shards parameters, gradients "
         "and optimizer state (torch.distributed.fsdp.fully_shard) for models that do not fit one GPU.")
     bucket_cap_mb: float = Field(25, gt=0, description="DDP: gradient bucket size in MiB (torch's default 25); "
                                  "each bucket's all-reduce starts as soon as its gradients are ready.")
-    gradient_as_bucket_view: bool = Field(True, description="DDP: gradients are views into the all-reduce buckets, "
-                                          "which saves one copy of every gradient per step and its memory.")
+    gradient_as_bucket_view: bool = Field(True, description="DDP: gradients become views into the all-reduce buckets, "
+                                          "which saves copying the averaged gradients back out of the buckets.")
     grad_compression: Literal["none", "bf16", "fp16"] = Field(
         "none", description="DDP: all-reduce gradients in bfloat16 (CUDA + NCCL only) or float16 (torch's "
         "bf16/fp16_compress_hook): half the traffic; gradients are rounded before they are averaged.")
     embedding_grad_rows: bool = Field(
         False, description="DDP: exchange only the non-zero rows of embedding gradients (the items a batch looked up) "
         "by all-gather instead of all-reducing whole tables; same sums up to float order. Pays when the catalog is much "
-        "larger than a batch's items. Not combinable with grad_compression.")
+        "larger than a batch's items (where rows are dense, e.g. a tied output layer, it falls back to the all-reduce). "
+        "Not combinable with grad_compression.")
 
     @model_validator(mode="after")
     def _one_comm_hook(self):

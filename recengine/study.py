@@ -165,7 +165,16 @@ def wants_training(cell: Cell, settings: StudySettings) -> bool:
 def cell_spec(cell: Cell, settings: StudySettings) -> dict[str, Any]:
     """Everything a cell's result depends on: a stored result is reused only if this is unchanged."""
     keys = ("bench_steps", "bench_warmup", "profile_active")
-    return {"recipe": cell_recipe_data(cell), "train": wants_training(cell, settings), **{k: getattr(settings, k) for k in keys}}
+    return {"recipe": cell_recipe_data(cell), "train": wants_training(cell, settings), "profile_wait": profile_wait(settings),
+            **{k: getattr(settings, k) for k in keys}}
+
+
+def profile_wait(settings: StudySettings) -> int:
+    """Steps before the profiler records: as many as the bench's warm-up, because a compiled
+    cell's first steps compile and autotune, and autotuning kernels recorded in the window would
+    count as the step's self CUDA time. (With length grouping a rare shape can still first
+    appear inside the window.)"""
+    return max(1, settings.bench_warmup)
 
 
 def run_cell(cell: Cell, settings: StudySettings, cell_dir: Path, registry: Registry, console: Console) -> dict[str, Any]:
@@ -180,9 +189,7 @@ def run_cell(cell: Cell, settings: StudySettings, cell_dir: Path, registry: Regi
     bench = bench_recipe(recipe, settings.bench_steps, settings.bench_warmup)
     row = row_from_bench({**bench, **hardware}, cell=cell.id, recipe=cell.recipe.name)
     if settings.profile_active:
-        # Wait as long as the bench warms up: a compiled cell's first steps compile and autotune, and
-        # autotuning kernels recorded in the window would count as the step's self CUDA time.
-        data["profiler"] = {"name": "torch", "wait": max(1, settings.bench_warmup), "warmup": 1,
+        data["profiler"] = {"name": "torch", "wait": profile_wait(settings), "warmup": 1,
                             "active": settings.profile_active, "print_summary": False}
         profiled = profile_recipe(resolve(data, registry, source=f"cell {cell.id}"), cell_dir / "profile")
         summary, steps_per_epoch = profiled["summary"], profiled["steps_per_epoch"]

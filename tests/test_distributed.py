@@ -286,6 +286,37 @@ def test_all_reduce_rows_equals_a_dense_all_reduce(tmp_path):
     assert sum(any(r) for r in result["rows"]) == 4  # rows 1, 4, 7, 9
 
 
+def _hook_job(out: Path) -> None:
+    from torch import nn
+
+    dist = distributed.setup("ddp")
+    calls = []
+    exchange = distributed.all_reduce_rows
+    distributed.all_reduce_rows = lambda grad, world: calls.append(grad.shape[0]) or exchange(grad, world)
+    grads = {}
+    for rows_only in (False, True):
+        torch.manual_seed(0)  # the same weights on every rank and in both settings
+        model = nn.Sequential(nn.Embedding(200, 4), nn.Linear(4, 3), nn.Linear(3, 1))
+        # A small bucket cap puts the table in its own bucket and the two linears in others.
+        ddp = dist.wrap(model, bucket_cap_mb=0.001, embedding_grad_rows=rows_only)
+        ids = torch.randint(0, 200, (3, 5), generator=torch.Generator().manual_seed(dist.rank))  # sparse: ~15 rows of 200
+        ddp(ids).sum().backward()
+        ddp(torch.arange(200).reshape(8, 25)).sum().backward()  # dense: every row, the fall-back path
+        grads[rows_only] = [p.grad.tolist() for p in model.parameters()]
+    if dist.is_main:
+        out.write_text(json.dumps({"calls": calls, "dense": grads[False], "rows": grads[True]}))
+    dist.close()
+
+
+@pytest.mark.slow
+def test_row_sparse_hook_runs_and_matches_ddp_on_three_processes(tmp_path):
+    _spawn(_hook_job, tmp_path / "hook.json", world_size=3)
+    result = json.loads((tmp_path / "hook.json").read_text())
+    assert result["calls"] == [200, 200]  # the table, once per backward; the linears went through all-reduce
+    for dense, rows in zip(result["dense"], result["rows"]):
+        np.testing.assert_allclose(rows, dense, rtol=1e-6, atol=1e-7)
+
+
 @pytest.mark.slow
 def test_fp16_gradient_compression_follows_one_process_to_fp16_precision(runs):
     one, compressed = _losses(runs / "one.jsonl"), _losses(runs / "fp16.jsonl")
@@ -293,7 +324,7 @@ def test_fp16_gradient_compression_follows_one_process_to_fp16_precision(runs):
     # The first loss precedes any all-reduce; later ones drift by fp16 rounding of the gradients only.
     assert compressed[0][1] == pytest.approx(one[0][1], rel=1e-6)
     np.testing.assert_allclose([v for _, v in compressed], [v for _, v in one], rtol=2e-2)
-    assert [v for _, v in compressed] != [v for _, v in one]  # the hook really ran
+    assert [v for _, v in compressed] != [v for _, v in _losses(runs / "two.jsonl")]  # the hook really ran
 
 
 @pytest.mark.slow

@@ -47,6 +47,10 @@ def study(
         loaded.settings.study.train = False
         for recipe in loaded.settings.recipes:
             recipe.train = False
+    if only and out is None and not list_cells:
+        # A share's report holds only its own cells: it must not overwrite the whole study's.
+        raise UserError("--only runs a share of the cells: give it its own --out directory, "
+                        "then join the shares with `recengine report DIR... --out DIR`")
     if only:
         loaded.cells = [c for c in loaded.cells if any(fnmatch.fnmatchcase(c.id, pattern) for pattern in only)]
         if not loaded.cells:

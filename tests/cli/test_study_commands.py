@@ -24,6 +24,8 @@ def test_study_only_selects_cells_by_glob():
     assert all(c.startswith("430m-") for c in cells[2:])
     result = CliRunner().invoke(app, ["study", scaling, "--list", "--only", "9000m-*"])
     assert result.exit_code == 1 and "no cell of" in result.output and "Traceback" not in result.output
+    result = CliRunner().invoke(app, ["study", scaling, "--only", "5m-*"])
+    assert result.exit_code == 1 and "its own --out" in result.output
 
 
 def test_report_and_profile_errors_are_one_line(tmp_path):
