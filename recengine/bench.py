@@ -218,6 +218,14 @@ def batch_stream(batches: ClozeBatches, skip: int) -> Iterator[Batch]:
     return itertools.islice((batch for epoch in itertools.count() for batch in batches.epoch(epoch)), skip, None)
 
 
+def compile_counters() -> dict[str, int]:
+    """torch._dynamo's event counters (frames compiled, graphs, inductor events) as one flat dict."""
+    from torch._dynamo.utils import counters
+
+    return {f"{section}.{key}": int(value) for section, events in counters.items() for key, value in events.items()
+            if isinstance(value, (int, float))}
+
+
 def bench_steps(model, step: TrainStep, batches: ClozeBatches, steps: int, warmup: int, device: torch.device,
                 low_precision: bool) -> dict[str, Any]:
     """The training step: median time after ``warmup`` steps, peak memory, FLOPs, MFU and floors.
@@ -243,12 +251,14 @@ def bench_steps(model, step: TrainStep, batches: ClozeBatches, steps: int, warmu
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     timer, timed = _Timer(device), []
+    before = compile_counters()
     started = time.perf_counter()
     for batch in itertools.islice(batch_stream(batches, warmup), steps):
         timer.mark()
         step(batch, lr)
         timed.append(batch)
     timer.mark()
+    after = compile_counters()
     times = timer.intervals_s()
     wall_s = time.perf_counter() - started
     step_s = statistics.median(times)
@@ -262,6 +272,10 @@ def bench_steps(model, step: TrainStep, batches: ClozeBatches, steps: int, warmu
         "steps": steps,
         "warmup": warmup,
         "distinct_shapes": len(first_of_shape),
+        # torch.compile's own counters: what happened inside the timed window (should be nothing)
+        # and, over the whole run, anything about CUDA graphs (e.g. inductor's cudagraph_skips).
+        "compile_events_in_window": {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)},
+        "cudagraph_counters": {k: v for k, v in after.items() if "cudagraph" in k},
         "step_ms": step_s * 1000,
         "step_ms_min": min(times) * 1000,
         "step_ms_mean": statistics.mean(times) * 1000,

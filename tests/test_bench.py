@@ -81,9 +81,11 @@ def test_every_compiled_graph_meets_every_timed_shape_before_timing():
 
     bench._Timer.mark = mark
     try:
-        bench_steps(model, step, TwoShapes(), steps=6, warmup=0, device=torch.device("cpu"), low_precision=False)
+        result = bench_steps(model, step, TwoShapes(), steps=6, warmup=0, device=torch.device("cpu"), low_precision=False)
     finally:
         bench._Timer.mark = timer_mark
         torch._dynamo.reset()
     before, timed = set(runs[: calls_before[0]]), set(runs[calls_before[0]:])
     assert timed and timed <= before
+    assert result["compile_events_in_window"] == {}  # torch's own counters agree: nothing compiled while timing
+    assert bench.compile_counters()["frames.total"] >= 1  # and they do count compiles
