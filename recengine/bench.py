@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gc
 import itertools
+import os
 import platform
 import statistics
 import time
@@ -198,6 +199,7 @@ def bench_recipe(recipe: Recipe, steps: int = 20, warmup: int = 5, dataset: Data
         "trainable_parameters": count_parameters(model, trainable_only=True),
         "device": device_name(device),
         "torch": torch.__version__,
+        **machine_load(device),
     }
     if steps > 0:
         result.update(bench_steps(model, step, batches, steps, warmup, device, low_precision=recipe.precision.name != "fp32"))
@@ -205,6 +207,28 @@ def bench_recipe(recipe: Recipe, steps: int = 20, warmup: int = 5, dataset: Data
     if eval_users != 0:
         result.update(bench_eval(model, split.test, recipe, precision, compiler, device, eval_users))
     return result
+
+
+def machine_load(device: torch.device) -> dict[str, Any]:
+    """What else is running: the host's 1-minute load average, and GPU memory that other
+    processes hold on ``device``. Timings taken beside other work are not this setting's."""
+    load = {"host_load_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None, "host_cores": os.cpu_count()}
+    if device.type == "cuda":
+        free, total = torch.cuda.mem_get_info(device)
+        # Our own context (~0.5 GB) is not in memory_reserved; count only what is clearly someone else's.
+        load["gpu_gb_held_by_others"] = max(0.0, (total - free - torch.cuda.memory_reserved(device)) / 2**30 - 1.0)
+    return load
+
+
+def load_warnings(result: dict[str, Any]) -> list[str]:
+    """One line per sign that the machine was shared while ``result`` was measured."""
+    lines = []
+    load, cores = result.get("host_load_1min"), result.get("host_cores")
+    if load is not None and cores and load > cores / 2:
+        lines.append(f"the host was busy (load {load:.1f} on {cores} cores): host-bound steps read slower than alone")
+    if (result.get("gpu_gb_held_by_others") or 0) > 1.0:
+        lines.append(f"other processes held {result['gpu_gb_held_by_others']:.1f} GB on this GPU: timings may be shared")
+    return lines
 
 
 def shape_of(batch: Batch) -> tuple:

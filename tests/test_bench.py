@@ -89,3 +89,11 @@ def test_every_compiled_graph_meets_every_timed_shape_before_timing():
     assert timed and timed <= before
     assert result["compile_events_in_window"] == {}  # torch's own counters agree: nothing compiled while timing
     assert bench.compile_counters()["frames.total"] >= 1  # and they do count compiles
+
+
+def test_a_shared_machine_is_flagged():
+    assert bench.load_warnings({"host_load_1min": 0.5, "host_cores": 16, "gpu_gb_held_by_others": 0.0}) == []
+    busy = bench.load_warnings({"host_load_1min": 40.0, "host_cores": 16, "gpu_gb_held_by_others": 12.0})
+    assert len(busy) == 2 and "load 40.0 on 16 cores" in busy[0] and "12.0 GB" in busy[1]
+    here = bench.machine_load(torch.device("cpu"))
+    assert here["host_cores"] >= 1 and "gpu_gb_held_by_others" not in here
