@@ -2,7 +2,9 @@
 # The whole GPU training-speed matrix in one go, on one GPU (about 20 minutes: compiling with
 # CUDA graphs took 90 s at 130M and 200 s at 430M on H100; use SHAPES=... to split it):
 #   85M / 130M / 430M Electronics shapes x precision fp32, amp (bf16) x compiler eager, torch-compile,
-#   amp+compile runs with length grouping (2,000 timed steps each), and full-ranking evaluation of 730,000 users at 130M.
+#   amp+compile runs with length grouping (2,000 timed steps each), full-ranking evaluation of 730,000 users at 130M,
+#   and the 130M adapter steps (frozen base, LoRA, iLoRA). Run it alone on the machine: `recengine bench` warns
+#   when the host or the GPU is shared, and such timings are not this setting's.
 #
 # Usage (from the repository root, with recengine installed in .venv or on PATH):
 #   benchmarks/gpu_matrix.sh [OUT_DIR]        # default: benchmarks/results/gpu-<date>
@@ -53,5 +55,14 @@ done
 for shape in $SHAPES; do
   run 240 "$shape-fp32-compile" --shape "$shape" --matrix precision=fp32 $COMPILE $STEP_ARGS
 done
+# Adapters at 130M (issue 6): the frozen base (LoRA rank 1 on `out` only, so the backward still runs
+# through every layer), LoRA r8 and iLoRA 4x2 on all six targets; compiled with CUDA graphs, then eager.
+ADAPT="--shape electronics-130m --users 100000 --data-batches 0 --eval-users 0 --matrix precision=amp"
+GRAPHS="--matrix compiler=torch-compile compiler.mode=reduce-overhead compiler.dynamic=true --steps 300 --warmup 30"
+run 120 adapter-frozen-graphs $ADAPT $GRAPHS --matrix adapter=lora adapter.rank=1 'adapter.targets=["out"]'
+run 120 adapter-lora-graphs $ADAPT $GRAPHS --matrix adapter=lora
+run 150 adapter-ilora-graphs $ADAPT $GRAPHS --matrix adapter=ilora
+run 60 adapter-frozen-eager $ADAPT --matrix compiler=eager --steps 100 --warmup 10 --matrix adapter=lora adapter.rank=1 'adapter.targets=["out"]'
+run 60 adapter-eager $ADAPT --matrix compiler=eager --steps 100 --warmup 10 --matrix adapter=lora,ilora
 
 echo "results in $OUT"
