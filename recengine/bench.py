@@ -202,17 +202,28 @@ def bench_recipe(recipe: Recipe, steps: int = 20, warmup: int = 5, dataset: Data
         **machine_load(device),
     }
     if steps > 0:
+        counted = compile_counters()  # torch's counters live for the process: report this setting's part
         result.update(bench_steps(model, step, batches, steps, warmup, device, low_precision=recipe.precision.name != "fp32"))
+        result["cudagraph_counters"] = {k: v - counted.get(k, 0) for k, v in compile_counters().items()
+                                        if "cudagraph" in k and v != counted.get(k, 0)}
     result.update(bench_data(batches, data_batches, device))
     if eval_users != 0:
         result.update(bench_eval(model, split.test, recipe, precision, compiler, device, eval_users))
     return result
 
 
+LOAD_KEYS = ("host_load_1min", "host_cores", "gpu_gb_held_by_others")
+
+
 def machine_load(device: torch.device) -> dict[str, Any]:
     """What else is running: the host's 1-minute load average, and GPU memory that other
     processes hold on ``device``. Timings taken beside other work are not this setting's."""
-    load = {"host_load_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None, "host_cores": os.cpu_count()}
+    try:
+        load_1min = os.getloadavg()[0]  # includes this process's own threads: warn only well above it
+    except (AttributeError, OSError):
+        load_1min = None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    load = {"host_load_1min": load_1min, "host_cores": cores}
     if device.type == "cuda":
         free, total = torch.cuda.mem_get_info(device)
         # Our own context (~0.5 GB) is not in memory_reserved; count only what is clearly someone else's.
@@ -296,10 +307,8 @@ def bench_steps(model, step: TrainStep, batches: ClozeBatches, steps: int, warmu
         "steps": steps,
         "warmup": warmup,
         "distinct_shapes": len(first_of_shape),
-        # torch.compile's own counters: what happened inside the timed window (should be nothing)
-        # and, over the whole run, anything about CUDA graphs (e.g. inductor's cudagraph_skips).
+        # torch.compile's own counters: what happened inside the timed window (should be nothing).
         "compile_events_in_window": {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)},
-        "cudagraph_counters": {k: v for k, v in after.items() if "cudagraph" in k},
         "step_ms": step_s * 1000,
         "step_ms_min": min(times) * 1000,
         "step_ms_mean": statistics.mean(times) * 1000,

@@ -6,6 +6,7 @@ draw, not the same computation. Everything else — data order, cloze masks, los
 normalisation — is built to be independent of the number of processes.
 """
 
+import gc
 import json
 import socket
 import textwrap
@@ -303,8 +304,11 @@ def _hook_job(out: Path) -> None:
         ddp(ids).sum().backward()
         ddp(torch.arange(200).reshape(8, 25)).sum().backward()  # dense: every row, the fall-back path
         grads[rows_only] = [p.grad.tolist() for p in model.parameters()]
+        del ddp  # each DDP reducer goes before the process group it uses
+        gc.collect()
     if dist.is_main:
         out.write_text(json.dumps({"calls": calls, "dense": grads[False], "rows": grads[True]}))
+    dist.barrier()  # no rank tears the group down while another is still in a collective
     dist.close()
 
 
