@@ -20,7 +20,7 @@ is ``recengine.loss.cross_entropy_at``, chunked over the catalog.
 
 from __future__ import annotations
 
-import warnings
+import math
 from typing import Callable
 
 import numpy as np
@@ -82,17 +82,22 @@ def sampled_softmax(model: SequenceModel, negatives: int, item_counts: np.ndarra
 
 
 def gbce(model: SequenceModel, negatives: int, t: float) -> Loss:
-    # Measured: on the quickstart data and on Amazon Video Games this loss never got past the
-    # popularity baseline, where ce and sampled_softmax learn (docs/results.md). Say so at once.
-    warnings.warn("train.loss = 'gbce' is experimental: in recengine's own runs it has not learned beyond "
-                  "the popularity baseline (docs/results.md); prefer 'ce' or 'sampled_softmax'", stacklevel=2)
     alpha = negatives / max(model.num_items - 1, 1)
     beta = alpha * (t * (1 - 1 / alpha) + 1 / alpha)
+    # Unlike a softmax, BCE is not shift-invariant: from scores near 0 its first move is to push
+    # *every* score down to log(beta / N), where constant scores have the lowest loss. A model
+    # without a large output bias builds that offset as q . w: every query turns to one shared
+    # direction, and they stay there (measured: by step 25 the queries are one vector across users,
+    # and training never leaves the popularity level). Shifting every logit by that level leaves
+    # rankings, so evaluation, unchanged and takes the offset off the model; sigmoid(score + shift)
+    # is the calibrated probability.
+    shift = math.log(beta / negatives)
 
     def loss(hidden: torch.Tensor, positions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         queries, targets, valid = _queries(model, hidden, positions, targets)
         sampled = torch.randint(1, model.num_items + 1, (negatives,), device=hidden.device)
         positive, negative = _candidate_logits(model, queries, targets, sampled)
+        positive, negative = positive + shift, negative + shift
         # -log(sigmoid(s)^beta) = beta * softplus(-s); -log(1 - sigmoid(s)) = softplus(s)
         per_position = beta * F.softplus(-positive) + F.softplus(negative).sum(dim=1)
         return _mean(per_position, valid) / (negatives + 1)

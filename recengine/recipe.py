@@ -56,8 +56,7 @@ class TrainSection(Section):
     log_every_steps: int = Field(10, ge=1, description="Send loss and learning rate to the monitors every N steps.")
     max_bad_steps: int = Field(20, ge=1, description="Stop after this many steps in a row with a non-finite loss or gradient (each is skipped, never applied).")
     loss: Literal["ce", "sampled_softmax", "gbce", "focal"] = Field(
-        "ce", description="Training loss: full softmax cross-entropy, sampled softmax with log-Q correction, gBCE (gSASRec; "
-        "experimental: not yet seen to learn beyond popularity, see docs/results.md) or focal.")
+        "ce", description="Training loss: full softmax cross-entropy, sampled softmax with log-Q correction, gBCE (gSASRec) or focal.")
     loss_negatives: int = Field(256, ge=1, description="Negatives per step for sampled_softmax and gbce (shared by the batch).")
     loss_sampling: Literal["popularity", "uniform"] = Field(
         "popularity", description="How sampled_softmax draws its negatives (log-Q corrects for it); gbce always samples uniformly.")

@@ -1,5 +1,7 @@
 """Each loss decreases on a tiny problem."""
 
+import math
+
 import pytest
 
 from recengine.data.batching import masked_positions
@@ -48,7 +50,8 @@ def test_gbce_with_t_zero_is_plain_bce():
 
 def test_gbce_matches_the_formula_written_out():
     # loss = mean over masked slots of [beta * -log sigmoid(s+) - sum_neg log(1 - sigmoid(s-))] / (N + 1),
-    # beta = alpha (t (1 - 1/alpha) + 1/alpha), alpha = N / (items - 1); a negative equal to the target is dropped.
+    # beta = alpha (t (1 - 1/alpha) + 1/alpha), alpha = N / (items - 1); a negative equal to the target is dropped;
+    # s is the model's score shifted by log(beta / N).
     torch.manual_seed(0)
     items, negatives, t = 20, 5, 0.75
     model = bert4rec(items, hidden=8, layers=1, max_len=4)
@@ -67,7 +70,8 @@ def test_gbce_matches_the_formula_written_out():
         if target < 0:
             continue
         query = model.project(hidden.reshape(-1, 8)[position])
-        score = lambda item: query @ weight[item] + bias[item]
+        shift = math.log(beta / negatives)  # every logit is shifted by the constant-score optimum
+        score = lambda item: query @ weight[item] + bias[item] + shift
         term = -beta * torch.log(torch.sigmoid(score(target)))
         term = term - sum(torch.log(1 - torch.sigmoid(score(n))) for n in sampled.tolist() if n != target)
         per_slot.append(term / (negatives + 1))
@@ -82,3 +86,21 @@ def test_focal_with_gamma_zero_is_cross_entropy():
     ce = build_loss(model, TrainSection(loss="ce"))(hidden, *masked_positions(labels))
     focal = build_loss(model, TrainSection(loss="focal", focal_gamma=0.0))(hidden, *masked_positions(labels))
     assert focal.item() == pytest.approx(ce.item(), rel=1e-5)
+
+
+def test_gbce_starts_at_the_constant_score_optimum():
+    # BCE is not shift-invariant. Unshifted, its steepest early direction is to lower every score
+    # to ~log(beta / N), which a model without a big output bias does by collapsing all queries
+    # onto one direction (the quickstart plateau). With the shift, all-zero scores are already
+    # that optimum: a common offset added to every score has (almost) zero gradient there.
+    torch.manual_seed(0)
+    model = bert4rec(400, hidden=8, layers=1, max_len=4)
+    with torch.no_grad():
+        model.output_weight.zero_()
+    offset = torch.zeros((), requires_grad=True)
+    weight, bias = model.output_embedding()
+    model.output_embedding = lambda: (weight, bias + offset)
+    labels = torch.tensor([[0, 3, 0, 5], [0, 0, 0, 7]])
+    value = build_loss(model, TrainSection(loss="gbce", loss_negatives=256))(torch.randn(2, 4, 8), *masked_positions(labels))
+    (grad,) = torch.autograd.grad(value, offset)
+    assert abs(grad.item()) < 1e-3 * value.item()
