@@ -33,6 +33,7 @@ def main() -> None:
     device = torch.device(args.device)
     dist = distributed.setup("ddp", device)
     device = dist.device(device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     for rows_only in (False, True):
         torch.manual_seed(0)
         model = nn.Sequential(nn.Embedding(args.rows, args.dim), nn.Linear(args.dim, 1)).to(device)
@@ -40,7 +41,6 @@ def main() -> None:
         ids = torch.randint(0, args.rows, (args.steps + args.warmup, args.tokens), generator=torch.Generator().manual_seed(dist.rank))
         times = []
         for i, batch in enumerate(ids.to(device)):
-            sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
             sync()
             started = time.perf_counter()
             ddp(batch).sum().backward()

@@ -204,8 +204,8 @@ def bench_recipe(recipe: Recipe, steps: int = 20, warmup: int = 5, dataset: Data
     if steps > 0:
         counted = compile_counters()  # torch's counters live for the process: report this setting's part
         result.update(bench_steps(model, step, batches, steps, warmup, device, low_precision=recipe.precision.name != "fp32"))
-        result["cudagraph_counters"] = {k: v - counted.get(k, 0) for k, v in compile_counters().items()
-                                        if "cudagraph" in k and v != counted.get(k, 0)}
+        changed = counter_changes(counted, compile_counters())
+        result["cudagraph_counters"] = {k: v for k, v in changed.items() if "cudagraph" in k}
     result.update(bench_data(batches, data_batches, device))
     if eval_users != 0:
         result.update(bench_eval(model, split.test, recipe, precision, compiler, device, eval_users))
@@ -261,6 +261,11 @@ def compile_counters() -> dict[str, int]:
             if isinstance(value, (int, float))}
 
 
+def counter_changes(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    """The counters that moved between two `compile_counters()` snapshots, by how much."""
+    return {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)}
+
+
 def bench_steps(model, step: TrainStep, batches: ClozeBatches, steps: int, warmup: int, device: torch.device,
                 low_precision: bool) -> dict[str, Any]:
     """The training step: median time after ``warmup`` steps, peak memory, FLOPs, MFU and floors.
@@ -308,7 +313,7 @@ def bench_steps(model, step: TrainStep, batches: ClozeBatches, steps: int, warmu
         "warmup": warmup,
         "distinct_shapes": len(first_of_shape),
         # torch.compile's own counters: what happened inside the timed window (should be nothing).
-        "compile_events_in_window": {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)},
+        "compile_events_in_window": counter_changes(before, after),
         "step_ms": step_s * 1000,
         "step_ms_min": min(times) * 1000,
         "step_ms_mean": statistics.mean(times) * 1000,

@@ -255,13 +255,13 @@ def row_sparse_hook(tables: set[int], world_size: int):
     """A DDP comm hook that averages gradients like DDP's own, but exchanges the parameters in
     ``tables`` (ids of embedding weights) row by row (`all_reduce_rows`)."""
 
+    from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
+
     def hook(state, bucket):
-        buffer = bucket.buffer()
         params = bucket.parameters()
         if not any(id(p) in tables for p in params):
-            work = dist.all_reduce(buffer.div_(world_size), async_op=True)
-            return work.get_future().then(lambda fut: fut.value()[0])
-        offset = 0
+            return allreduce_hook(state, bucket)  # DDP's own exchange: average, asynchronously
+        buffer, offset = bucket.buffer(), 0
         for p in params:  # the bucket buffer holds the parameters' gradients back to back, in this order
             segment = buffer[offset: offset + p.numel()]
             offset += p.numel()
