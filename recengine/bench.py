@@ -12,14 +12,13 @@ the step is to what the model must compute.
 
 from __future__ import annotations
 
-import gc
 import itertools
 import os
 import platform
 import statistics
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -253,6 +252,20 @@ def batch_stream(batches: ClozeBatches, skip: int) -> Iterator[Batch]:
     return itertools.islice((batch for epoch in itertools.count() for batch in batches.epoch(epoch)), skip, None)
 
 
+def warm_up_shapes(step: TrainStep, upcoming: Iterable[Batch], rounds: int = 3) -> int:
+    """Run one batch of every shape in ``upcoming`` ``rounds`` times (compile, CUDA-graph
+    record, replay), so that steps over those batches afterwards are steady state; return the
+    number of shapes. Several rounds, because a later shape can make torch compile a more
+    general graph, which then serves the earlier shapes too."""
+    first_of_shape: dict[tuple, Batch] = {}
+    for batch in upcoming:
+        first_of_shape.setdefault(shape_of(batch), batch)
+    for _ in range(rounds):
+        for batch in first_of_shape.values():
+            step(batch, step.cfg.lr)
+    return len(first_of_shape)
+
+
 def compile_counters() -> dict[str, int]:
     """torch._dynamo's event counters (frames compiled, graphs, inductor events) as one flat dict."""
     from torch._dynamo.utils import counters
@@ -279,14 +292,9 @@ def bench_steps(model, step: TrainStep, batches: ClozeBatches, steps: int, warmu
     stream = batch_stream(batches, 0)
     for _ in range(warmup):
         step(next(stream), lr)
-    first_of_shape: dict[tuple, Batch] = {}
     # A look ahead at the timed batches. They are rebuilt for timing (from their seeds) rather
     # than kept, so building each batch stays inside the timed loop, as it is in training.
-    for batch in itertools.islice(batch_stream(batches, warmup), steps):
-        first_of_shape.setdefault(shape_of(batch), batch)
-    for _ in range(3):  # rounds over all shapes: a later shape can make torch compile a more general graph,
-        for batch in first_of_shape.values():  # which then serves the earlier shapes too; round 1 builds every graph
-            step(batch, lr)
+    distinct_shapes = warm_up_shapes(step, itertools.islice(batch_stream(batches, warmup), steps))
     _sync(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -311,7 +319,7 @@ def bench_steps(model, step: TrainStep, batches: ClozeBatches, steps: int, warmu
     return {
         "steps": steps,
         "warmup": warmup,
-        "distinct_shapes": len(first_of_shape),
+        "distinct_shapes": distinct_shapes,
         # torch.compile's own counters: what happened inside the timed window (should be nothing).
         "compile_events_in_window": counter_changes(before, after),
         "step_ms": step_s * 1000,
@@ -371,10 +379,3 @@ def bench_eval(model, test, recipe: Recipe, precision, compiler, device: torch.d
     model.train()
     return {"eval_users": len(rows), "eval_seconds": seconds, "eval_users_per_s": len(rows) / seconds}
 
-
-def release(device_type: str = "cuda") -> None:
-    """Free what one benchmark left behind, so the next starts clean (compile caches too)."""
-    torch._dynamo.reset()
-    gc.collect()
-    if device_type == "cuda" and torch.cuda.is_available():
-        torch.cuda.empty_cache()

@@ -7,11 +7,13 @@ It is the engine of `recengine profile` and of a study's profile pass.
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from recengine.bench import batch_stream, warm_up_shapes
 from recengine.recipe import Recipe
 from recengine.tasks import training_batches
 from recengine.training import TrainStep, adamw, build_model, load_data, resolve_device
@@ -34,11 +36,13 @@ def profile_recipe(recipe: Recipe, out_dir: Path) -> dict[str, Any]:
     step = TrainStep(model, adamw(model, cfg.lr, cfg.weight_decay, cfg.betas, device),
                      recipe.precision.build(device=device), recipe.compiler.build(), cfg, item_counts=split.train.item_counts())
     batches = training_batches(model, split.train, cfg, recipe.run.seed, device)
-    stream = (batch for epoch in range(10**9) for batch in batches.epoch(epoch))
     profiler = recipe.profiler.build(out_dir=Path(out_dir))
     steps = steps_to_run(profiler)
+    # Every shape the window will meet is compiled (and CUDA-graph recorded) before it opens,
+    # so compilation and autotuning are not counted as the step's CPU and CUDA time.
+    warm_up_shapes(step, itertools.islice(batch_stream(batches, 0), steps))
     with profiler:
-        for _ in range(steps):
-            step(next(stream), cfg.lr)
+        for batch in itertools.islice(batch_stream(batches, 0), steps):
+            step(batch, cfg.lr)
             profiler.step()
     return {"steps": steps, "steps_per_epoch": len(batches), "summary": getattr(profiler, "summary", {})}

@@ -28,7 +28,6 @@ study goes on. The table and plots are written by ``recengine.report``.
 from __future__ import annotations
 
 import copy
-import gc
 import itertools
 import json
 import math
@@ -181,8 +180,11 @@ def run_cell(cell: Cell, settings: StudySettings, cell_dir: Path, registry: Regi
     """Bench (and profile, and train if asked) one cell; return its table row. Raises on failure."""
     from recengine.bench import LOAD_KEYS, bench_recipe, load_warnings
     from recengine.profiling import profile_recipe
-    from recengine.training import load_data, resolve_device, train
+    from recengine.training import load_data, release, resolve_device, train
 
+    # Each phase starts from empty compile caches (see `release`): without this, the cells of a
+    # study pile their graphs onto one cache and the later compiled cells silently run eagerly.
+    release()
     data = cell_recipe_data(cell)
     recipe = resolve(data, registry, source=f"cell {cell.id}")
     hardware = hardware_info(resolve_device(recipe.run.device))
@@ -192,6 +194,7 @@ def run_cell(cell: Cell, settings: StudySettings, cell_dir: Path, registry: Regi
     row = row_from_bench({**bench, **hardware}, cell=cell.id, recipe=cell.recipe.name)
     row.update({k: bench[k] for k in LOAD_KEYS if k in bench})  # was the machine shared while this cell was timed?
     if settings.profile_active:
+        release()
         data["profiler"] = {"name": "torch", "wait": profile_wait(settings), "warmup": 1,
                             "active": settings.profile_active, "print_summary": False}
         profiled = profile_recipe(resolve(data, registry, source=f"cell {cell.id}"), cell_dir / "profile")
@@ -203,6 +206,7 @@ def run_cell(cell: Cell, settings: StudySettings, cell_dir: Path, registry: Regi
     if row.get("step_ms") is not None and row.get("epoch_s") is None:
         row["epoch_s"] = steps_per_epoch * row["step_ms"] / 1000
     if wants_training(cell, settings):
+        release()
         run = RunDir(cell_dir / "run")
         resume = checkpoint.read_pointer(run.checkpoints, "latest") is not None
         if not resume and run.path.exists():
@@ -248,9 +252,6 @@ def run_study(study: Study, out_dir: Path, registry: Registry, console: Console 
                 row = _failed_row(cell, exc)
                 record["traceback"] = traceback.format_exc()
                 console.print(f"  [red]failed[/]: {row['error']}")
-                if torch.cuda.is_available():
-                    gc.collect()
-                    torch.cuda.empty_cache()  # give an out-of-memory cell's blocks back before the next cell
             record["row"] = row
             checkpoint.atomic_write_text(record_path, json.dumps(record, indent=1))
             rows.append(row)

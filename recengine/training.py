@@ -8,6 +8,7 @@ so the loop below never branches on a feature.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import random
 import time
@@ -224,6 +225,22 @@ def resume_state(run: RunDir, model, adapter, optimizer, dist: Single = Single()
         # checkpoint for good: the restored best_metric means no later validation re-points it.
         checkpoint.set_pointer(run.checkpoints, "best", path.name)
     return state
+
+
+def release() -> None:
+    """Free what one run left behind, so the next run in this process starts clean.
+
+    torch.compile caches compiled graphs per Python function, process-wide, and every
+    TrainStep compiles the same function (its step lambda). Runs made one after another in one
+    process (study cells, tuning trials, bench settings) would pile their graphs onto that one
+    cache until dynamo's recompile limit (8) is hit, after which it runs eagerly without a
+    word: in a 4 x H100 study the later compiled cells were silently eager. So such runners call
+    this between runs: compile caches, then Python garbage, then the CUDA allocator's cache
+    (an out-of-memory run must not starve the next one)."""
+    torch._dynamo.reset()
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def train(recipe: Recipe, run: RunDir, resume: bool = False, console: Console | None = None,

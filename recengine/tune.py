@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import gc
 import io
 import json
 import time
@@ -32,7 +31,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import optuna
-import torch
 from rich.console import Console
 
 from recengine import training
@@ -183,9 +181,7 @@ def tune(
                 atomic_write_text(run.path / "error.txt", traceback.format_exc())
             raise
         finally:
-            gc.collect()
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()  # an out-of-memory trial must not starve the next one
+            training.release()  # the next trial compiles afresh and finds the GPU memory free
 
     started = time.perf_counter()
 

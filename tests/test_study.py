@@ -113,3 +113,30 @@ def test_profile_pass_and_training_cell(tmp_path, registry):
     run = out / "cells" / "a-fp32-eager-none" / "run"
     assert (run / "results.json").is_file() and (run / "bench.json").is_file()
     assert list((out / "cells" / "a-fp32-eager-none" / "profile").glob("chrome-trace-*.json"))
+
+
+def test_every_phase_of_every_cell_compiles_from_empty_caches(tmp_path, registry, monkeypatch):
+    """torch.compile caches per function, process-wide, and every TrainStep compiles the same
+    step lambda: without a reset between phases, cells pile graphs onto one cache until dynamo's
+    recompile limit makes the later cells silently eager (seen on 4 x H100)."""
+    from torch._dynamo.eval_frame import _debug_get_cache_entry_list
+
+    from recengine import training
+
+    step_code = next(c for c in training.TrainStep.__init__.__code__.co_consts if getattr(c, "co_name", "") == "<lambda>")
+    cached_at_start = []
+    original = training.TrainStep.__init__
+
+    def spying_init(self, *args, **kwargs):
+        cached_at_start.append(len(_debug_get_cache_entry_list(step_code)))
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(training.TrainStep, "__init__", spying_init)
+    path = write_study(tmp_path, adapters='["none", "lora"]', recipes=("a", "b"),
+                       extra="train = true")
+    path.write_text(path.read_text().replace("profile_active = 0", "profile_active = 1")
+                    .replace("[matrix]\n", '[matrix]\ncompiler = [{name = "torch-compile", backend = "eager"}]\n'))
+    rows = run_study(load_study(path), tmp_path / "out", registry)
+    assert [r["status"] for r in rows] == ["ok"] * 4, [r.get("error") for r in rows]
+    assert len(cached_at_start) == 4 * 3  # bench, profile and training of each cell
+    assert cached_at_start == [0] * 12

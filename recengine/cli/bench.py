@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from recengine import bench as engine
+from recengine.training import release
 from recengine.checkpoint import atomic_write_text
 from recengine.cli._common import console, err_console, user_errors
 from recengine.errors import UserError
@@ -63,7 +64,7 @@ def bench(
         for line in engine.load_warnings(row):
             err_console.print(f"[yellow]warning[/]: {line}")
         results.append(row)
-        engine.release()
+        release()
         if json_out is not None:  # after every setting, so a long matrix that is cut short keeps what it measured
             json_out.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_text(json_out, json.dumps(results, indent=2))
