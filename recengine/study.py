@@ -178,7 +178,7 @@ def profile_wait(settings: StudySettings) -> int:
 
 def run_cell(cell: Cell, settings: StudySettings, cell_dir: Path, registry: Registry, console: Console) -> dict[str, Any]:
     """Bench (and profile, and train if asked) one cell; return its table row. Raises on failure."""
-    from recengine.bench import LOAD_KEYS, bench_recipe, load_warnings
+    from recengine.bench import MEASUREMENT_KEYS, bench_recipe, measurement_warnings
     from recengine.profiling import profile_recipe
     from recengine.training import load_data, release, resolve_device, train
 
@@ -189,10 +189,10 @@ def run_cell(cell: Cell, settings: StudySettings, cell_dir: Path, registry: Regi
     recipe = resolve(data, registry, source=f"cell {cell.id}")
     hardware = hardware_info(resolve_device(recipe.run.device))
     bench = bench_recipe(recipe, settings.bench_steps, settings.bench_warmup)
-    for line in load_warnings(bench):
+    for line in measurement_warnings(bench):
         console.print(f"  [yellow]warning[/]: {line}")
     row = row_from_bench({**bench, **hardware}, cell=cell.id, recipe=cell.recipe.name)
-    row.update({k: bench[k] for k in LOAD_KEYS if k in bench})  # was the machine shared while this cell was timed?
+    row.update({k: bench[k] for k in MEASUREMENT_KEYS if k in bench})  # shared machine? compile gave up?
     if settings.profile_active:
         release()
         data["profiler"] = {"name": "torch", "wait": profile_wait(settings), "warmup": 1,

@@ -92,8 +92,29 @@ def test_every_compiled_graph_meets_every_timed_shape_before_timing():
 
 
 def test_a_shared_machine_is_flagged():
-    assert bench.load_warnings({"host_load_1min": 0.5, "host_cores": 16, "gpu_gb_held_by_others": 0.0}) == []
-    busy = bench.load_warnings({"host_load_1min": 40.0, "host_cores": 16, "gpu_gb_held_by_others": 12.0})
+    assert bench.measurement_warnings({"host_load_1min": 0.5, "host_cores": 16, "gpu_gb_held_by_others": 0.0}) == []
+    busy = bench.measurement_warnings({"host_load_1min": 40.0, "host_cores": 16, "gpu_gb_held_by_others": 12.0})
     assert len(busy) == 2 and "load 40.0 on 16 cores" in busy[0] and "12.0 GB" in busy[1]
     here = bench.machine_load(torch.device("cpu"))
     assert here["host_cores"] >= 1 and "gpu_gb_held_by_others" not in here
+
+
+def test_a_compile_that_gave_up_is_flagged(monkeypatch):
+    # Past dynamo's recompile limit the step runs eagerly without a word; the bench must say so.
+    from recengine.plugins import load_registry
+    from recengine.recipe import resolve
+
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 8)  # restored after the test (the plugin sets it)
+    torch._dynamo.reset()
+    data = {"run": {"name": "gave-up", "seed": 0, "device": "cpu"},
+            "dataset": {"name": "synthetic", "users": 200, "items": 50, "mean_length": 12, "seed": 0},
+            "model": {"name": "bert4rec", "hidden": 16, "layers": 1, "heads": 1, "max_len": 40},
+            "train": {"batch_size": 16, "length_grouping": 64},
+            "compiler": {"name": "torch-compile", "backend": "eager", "dynamic": False, "recompile_limit": 1}}
+    try:
+        result = bench.bench_recipe(resolve(data, load_registry(), "test"), steps=6, warmup=0, eval_users=0, data_batches=0)
+    finally:
+        torch._dynamo.reset()
+    assert result["distinct_shapes"] > 1 and result["compile_gave_up"] >= 1
+    assert any("recompile limit" in line for line in bench.measurement_warnings(result))
+    assert not any("recompile limit" in line for line in bench.measurement_warnings({**result, "compile_gave_up": 0}))

@@ -61,7 +61,7 @@ def bench(
         row = engine.bench_recipe(chosen, steps=steps, warmup=warmup, dataset=dataset,
                                   eval_users=None if eval_users == -1 else eval_users, data_batches=data_batches)
         row.update({"setting": label, "shape": shape})
-        for line in engine.load_warnings(row):
+        for line in engine.measurement_warnings(row):
             err_console.print(f"[yellow]warning[/]: {line}")
         results.append(row)
         release()
