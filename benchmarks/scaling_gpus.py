@@ -56,7 +56,6 @@ def main() -> None:
     parser.add_argument("--grad-compression", choices=["none", "bf16", "fp16"], default="none", help="DDP comm hook")
     parser.add_argument("--bucket-cap-mb", type=float, default=25)
     parser.add_argument("--no-bucket-view", action="store_true", help="DDP gradient_as_bucket_view=False (torch's default)")
-    parser.add_argument("--embedding-grad-rows", action="store_true", help="DDP: exchange only non-zero embedding rows")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 
@@ -70,8 +69,9 @@ def main() -> None:
     model.to(device).train()
     parameters = count_parameters(model)
     cfg = recipe.train
-    objective = dist.wrap(Objective(model, build_loss(model, cfg, split.train.item_counts())), args.bucket_cap_mb,
-                          not args.no_bucket_view, args.grad_compression, args.embedding_grad_rows)
+    objective = dist.wrap(Objective(model, build_loss(model, cfg, split.train.item_counts())),
+                          bucket_cap_mb=args.bucket_cap_mb, gradient_as_bucket_view=not args.no_bucket_view,
+                          grad_compression=args.grad_compression)
     step = TrainStep(model, adamw(model, cfg.lr, cfg.weight_decay, cfg.betas, device), recipe.precision.build(device=device),
                      recipe.compiler.build(), cfg, dist=dist, objective=objective)
     global_batch = distributed.global_batch_size(cfg.batch_size, cfg.batch_size_is, dist.world_size)
@@ -97,7 +97,7 @@ def main() -> None:
                   "batch_per_gpu": args.batch,
                   "grad_compression": args.grad_compression, "bucket_cap_mb": args.bucket_cap_mb,
                   "gradient_as_bucket_view": not args.no_bucket_view,
-                  "embedding_grad_rows": args.embedding_grad_rows, "global_batch": global_batch, "parameters": parameters,
+                  "global_batch": global_batch, "parameters": parameters,
                   "step_ms": step_s * 1000, "step_ms_mean": mean_s * 1000, "samples_per_s": global_batch / step_s, "peak_memory_mb_per_gpu": peak.item(),
                   "device": device_name(device), "torch": torch.__version__}
         with open(args.out, "a") as f:

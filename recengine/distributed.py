@@ -50,8 +50,8 @@ class Single:
     def mean_scalar(self, t: torch.Tensor) -> torch.Tensor:
         return t
 
-    def wrap(self, objective: nn.Module, bucket_cap_mb: float = 25, gradient_as_bucket_view: bool = True,
-             grad_compression: str = "none", embedding_grad_rows: bool = False) -> nn.Module:
+    def wrap(self, objective: nn.Module, *, bucket_cap_mb: float = 25, gradient_as_bucket_view: bool = True,
+             grad_compression: str = "none") -> nn.Module:
         return objective
 
     def model_state(self, model: nn.Module, keys) -> dict[str, torch.Tensor]:
@@ -108,13 +108,10 @@ class Distributed(Single):
     def mean_scalar(self, t: torch.Tensor) -> torch.Tensor:
         return self.sum_tensor(t.detach().float()) / self.world_size
 
-    def wrap(self, objective: nn.Module, bucket_cap_mb: float = 25, gradient_as_bucket_view: bool = True,
-             grad_compression: str = "none", embedding_grad_rows: bool = False) -> nn.Module:
+    def wrap(self, objective: nn.Module, *, bucket_cap_mb: float = 25, gradient_as_bucket_view: bool = True,
+             grad_compression: str = "none") -> nn.Module:
         """DDP or FSDP2 around ``objective``; the keyword options are DDP's (FSDP2 ignores them)."""
         if self.strategy == "ddp":
-            if grad_compression != "none" and embedding_grad_rows:
-                raise UserError("distributed.embedding_grad_rows and grad_compression both replace DDP's gradient "
-                                "exchange; choose one")
             if grad_compression == "bf16" and dist.get_backend() != "nccl":
                 raise UserError("distributed.grad_compression = \"bf16\" needs CUDA GPUs (NCCL); "
                                 "use \"fp16\" or \"none\" on CPU")
@@ -129,9 +126,6 @@ class Distributed(Single):
 
                 hook = {"bf16": default_hooks.bf16_compress_hook, "fp16": default_hooks.fp16_compress_hook}
                 ddp.register_comm_hook(None, hook[grad_compression])
-            if embedding_grad_rows:
-                tables = {id(m.weight) for m in objective.modules() if isinstance(m, nn.Embedding)}
-                ddp.register_comm_hook(None, row_sparse_hook(tables, self.world_size))
             return ddp
         from torch.distributed.fsdp import fully_shard
 
@@ -216,65 +210,6 @@ def _by_name(state: dict[str, Any], model: nn.Module, optimizer: torch.optim.Opt
     names = [n for group in _param_names(model, optimizer) for n in group]
     groups = [{**g, "params": [names[i] for i in g["params"]]} for g in state["param_groups"]]
     return {"state": {names[int(i)]: value for i, value in state["state"].items()}, "param_groups": groups}
-
-
-def all_reduce_rows(grad: torch.Tensor, world_size: int) -> None:
-    """Sum ``grad`` [rows, ...] over ranks in place, sending only its non-zero rows.
-
-    An embedding table's gradient is zero outside the rows its batch looked up: at 430M a rank
-    touches at most 6,400 of 160,056 item rows. A ring all-reduce moves about 2 (n-1)/n of the
-    table per rank, gathering (index, row) pairs moves (n-1) x the touched rows: about 25x fewer
-    bytes on 2 GPUs, 12x on 4, 6x on 8. Where the rows are dense (a tied output layer under a
-    full softmax touches every row), gathering would cost more, so that case falls back to the
-    plain all-reduce. Exact for any tensor (the rows are found in the gradient itself); only the
-    order of the float additions differs from an all-reduce, and it is the same on every rank."""
-    flat = grad.reshape(grad.shape[0], -1)
-    index = flat.ne(0).any(dim=1).nonzero().squeeze(1)  # a host sync: this runs after the backward's last op
-    count = torch.tensor([index.numel()], device=grad.device)
-    dist.all_reduce(count, op=dist.ReduceOp.MAX)  # every rank sees the same count, so takes the same branch below
-    if int(count) * world_size >= 2 * flat.shape[0]:
-        dist.all_reduce(flat)
-        return
-    # Equal sizes for all_gather: pad with index 0 and zero rows (adding zero changes nothing).
-    pad = int(count) - index.numel()
-    rows = torch.cat([flat[index], flat.new_zeros(pad, flat.shape[1])])
-    index = torch.cat([index, index.new_zeros(pad)])
-    indices = [torch.empty_like(index) for _ in range(world_size)]
-    gathered = [torch.empty_like(rows) for _ in range(world_size)]
-    dist.all_gather(indices, index)
-    dist.all_gather(gathered, rows)
-    flat.zero_()
-    # One rank's rows at a time, in rank order: within a rank the indices are unique, so every rank
-    # adds the same numbers in the same order and the replicas stay bit-identical (one index_add_
-    # over all ranks would add colliding rows with CUDA atomics, in an order that differs by rank).
-    for rank_index, rank_rows in zip(indices, gathered):
-        flat.index_add_(0, rank_index, rank_rows)
-
-
-def row_sparse_hook(tables: set[int], world_size: int):
-    """A DDP comm hook that averages gradients like DDP's own, but exchanges the parameters in
-    ``tables`` (ids of embedding weights) row by row (`all_reduce_rows`)."""
-
-    from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
-
-    def hook(state, bucket):
-        params = bucket.parameters()
-        if not any(id(p) in tables for p in params):
-            return allreduce_hook(state, bucket)  # DDP's own exchange: average, asynchronously
-        buffer, offset = bucket.buffer(), 0
-        for p in params:  # the bucket buffer holds the parameters' gradients back to back, in this order
-            segment = buffer[offset: offset + p.numel()]
-            offset += p.numel()
-            if id(p) in tables:
-                all_reduce_rows(segment.view(p.shape), world_size)
-            else:
-                dist.all_reduce(segment)
-        buffer.div_(world_size)
-        done: torch.futures.Future = torch.futures.Future()
-        done.set_result(buffer)
-        return done
-
-    return hook
 
 
 def global_batch_size(batch_size: int, batch_size_is: str, world_size: int) -> int:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from recengine.errors import UserError
 from recengine.plugins import Entry, Registry, unknown_name_message
@@ -124,17 +124,6 @@ class DistributedSection(Section):
     grad_compression: Literal["none", "bf16", "fp16"] = Field(
         "none", description="DDP: all-reduce gradients in bfloat16 (CUDA + NCCL only) or float16 (torch's "
         "bf16/fp16_compress_hook): half the traffic; gradients are rounded before they are averaged.")
-    embedding_grad_rows: bool = Field(
-        False, description="DDP: exchange only the non-zero rows of embedding gradients (the items a batch looked up) "
-        "by all-gather instead of all-reducing whole tables; same sums up to float order. Pays when the catalog is much "
-        "larger than a batch's items (where rows are dense, e.g. a tied output layer, it falls back to the all-reduce). "
-        "Not combinable with grad_compression.")
-
-    @model_validator(mode="after")
-    def _one_comm_hook(self):
-        if self.embedding_grad_rows and self.grad_compression != "none":
-            raise ValueError("embedding_grad_rows and grad_compression both replace DDP's gradient exchange; choose one")
-        return self
 
 
 class PluginSection(BaseModel):

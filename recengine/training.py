@@ -263,8 +263,9 @@ def train(recipe: Recipe, run: RunDir, resume: bool = False, console: Console | 
     model.to(device)
     # Model and loss as one module, wrapped before the optimizer is built: FSDP2 replaces the parameters.
     ddp = recipe.distributed
-    objective = dist.wrap(Objective(model, build_loss(model, cfg, split.train.item_counts())), ddp.bucket_cap_mb,
-                          ddp.gradient_as_bucket_view, ddp.grad_compression, ddp.embedding_grad_rows)
+    objective = dist.wrap(Objective(model, build_loss(model, cfg, split.train.item_counts())),
+                          bucket_cap_mb=ddp.bucket_cap_mb, gradient_as_bucket_view=ddp.gradient_as_bucket_view,
+                          grad_compression=ddp.grad_compression)
     optimizer = adamw(model, cfg.lr, cfg.weight_decay, cfg.betas, device)
     precision = recipe.precision.build(device=device)
     state = resume_state(run, model, adapter, optimizer, dist, precision.scaler) if resume else LoopState()

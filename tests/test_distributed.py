@@ -6,7 +6,6 @@ draw, not the same computation. Everything else — data order, cloze masks, los
 normalisation — is built to be independent of the number of processes.
 """
 
-import gc
 import json
 import socket
 import textwrap
@@ -224,8 +223,7 @@ def runs(tmp_path_factory):
     recipe.write_text(textwrap.dedent(TINY_RECIPE) + '\n[[monitors]]\nname = "record"\n')
     settings = {"one": (1, ['distributed.strategy="ddp"']), "two": (2, ['distributed.strategy="ddp"']),
                 "fsdp2": (2, ['distributed.strategy="fsdp2"']),
-                "fp16": (2, ['distributed.grad_compression="fp16"', "distributed.gradient_as_bucket_view=false"]),
-                "rows": (2, ["distributed.embedding_grad_rows=true"])}
+                "fp16": (2, ['distributed.grad_compression="fp16"', "distributed.gradient_as_bucket_view=false"])}
     for name, (procs, extra) in settings.items():
         (tmp / name).mkdir()
         args = (recipe, tmp / name, tmp / f"{name}.jsonl", OVERRIDES + extra, False)
@@ -256,69 +254,6 @@ def test_two_processes_follow_the_same_loss_trajectory_as_one(runs):
     assert [s for s, _ in one] == list(range(1, len(one) + 1))
     assert len(one) == 2 * 8  # 8 global batches per epoch, whatever the process count
     _assert_follows_one_process(runs, "two")
-
-
-@pytest.mark.slow
-def test_row_sparse_embedding_gradients_follow_one_process(runs):
-    _assert_follows_one_process(runs, "rows")
-
-
-def _rows_job(out: Path) -> None:
-    import torch.distributed as tdist
-
-    dist = distributed.setup("ddp")
-    grad = torch.zeros(10, 3)
-    touched = [1, 4, 4, 7] if dist.rank == 0 else [4, 9]  # ranks touch different numbers of rows
-    for row in touched:
-        grad[row] += torch.arange(3.0) + row + dist.rank
-    dense = grad.clone()
-    tdist.all_reduce(dense)
-    distributed.all_reduce_rows(grad, dist.world_size)
-    if dist.is_main:
-        out.write_text(json.dumps({"rows": grad.tolist(), "dense": dense.tolist()}))
-    dist.close()
-
-
-@pytest.mark.slow
-def test_all_reduce_rows_equals_a_dense_all_reduce(tmp_path):
-    _spawn(_rows_job, tmp_path / "rows.json")
-    result = json.loads((tmp_path / "rows.json").read_text())
-    assert result["rows"] == result["dense"]
-    assert sum(any(r) for r in result["rows"]) == 4  # rows 1, 4, 7, 9
-
-
-def _hook_job(out: Path) -> None:
-    from torch import nn
-
-    dist = distributed.setup("ddp")
-    calls = []
-    exchange = distributed.all_reduce_rows
-    distributed.all_reduce_rows = lambda grad, world: calls.append(grad.shape[0]) or exchange(grad, world)
-    grads = {}
-    for rows_only in (False, True):
-        torch.manual_seed(0)  # the same weights on every rank and in both settings
-        model = nn.Sequential(nn.Embedding(200, 4), nn.Linear(4, 3), nn.Linear(3, 1))
-        # A small bucket cap puts the table in its own bucket and the two linears in others.
-        ddp = dist.wrap(model, bucket_cap_mb=0.001, embedding_grad_rows=rows_only)
-        ids = torch.randint(0, 200, (3, 5), generator=torch.Generator().manual_seed(dist.rank))  # sparse: ~15 rows of 200
-        ddp(ids).sum().backward()
-        ddp(torch.arange(200).reshape(8, 25)).sum().backward()  # dense: every row, the fall-back path
-        grads[rows_only] = [p.grad.tolist() for p in model.parameters()]
-        del ddp  # each DDP reducer goes before the process group it uses
-        gc.collect()
-    if dist.is_main:
-        out.write_text(json.dumps({"calls": calls, "dense": grads[False], "rows": grads[True]}))
-    dist.barrier()  # no rank tears the group down while another is still in a collective
-    dist.close()
-
-
-@pytest.mark.slow
-def test_row_sparse_hook_runs_and_matches_ddp_on_three_processes(tmp_path):
-    _spawn(_hook_job, tmp_path / "hook.json", world_size=3)
-    result = json.loads((tmp_path / "hook.json").read_text())
-    assert result["calls"] == [200, 200]  # the table, once per backward; the linears went through all-reduce
-    for dense, rows in zip(result["dense"], result["rows"]):
-        np.testing.assert_allclose(rows, dense, rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.slow
