@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# A study over all GPUs of one host: the study's recipes (the model sizes) are dealt round-robin
-# to the GPUs, each GPU runs its share of the cells alone (with its slice of the CPU cores), then
+# A study over all GPUs of one host: the study's cells are dealt round-robin to the GPUs (so
+# each GPU gets a mix of model sizes), each GPU runs its share alone (with its slice of the CPU cores), then
 # `recengine report` joins the shares into one table and one set of plots (OUT_DIR/all).
 #
 #   benchmarks/study_gpus.sh STUDY OUT_DIR [more `recengine study` options, e.g. --no-train]
@@ -17,15 +17,13 @@ if [ -n "${CUDA_VISIBLE_DEVICES:-}" ]; then IFS=, read -ra DEVICES <<< "$CUDA_VI
 else mapfile -t DEVICES < <(nvidia-smi --query-gpu=index --format=csv,noheader 2>/dev/null | grep -E '^[0-9]+$'); fi
 [ ${#DEVICES[@]} -ge 1 ] || { echo "no GPU found (nvidia-smi --query-gpu=index)"; exit 1; }
 THREADS=$(( $(nproc) / ${#DEVICES[@]} )); [ "$THREADS" -ge 1 ] || THREADS=1
-# One line per GPU share: the exact ids of its cells (recipes dealt round-robin), as --only options.
+# One line per GPU share: the exact ids of its cells, as --only options.
 mapfile -t SHARES < <("$PY" - "$STUDY" "${#DEVICES[@]}" <<'PY'
 import sys
 from recengine.study import load_study
 study, shares = load_study(sys.argv[1]), int(sys.argv[2])
-recipes = list(dict.fromkeys(cell.recipe.name for cell in study.cells))
-for g in range(shares):
-    mine = set(recipes[g::shares])
-    print(" ".join(f"--only {cell.id}" for cell in study.cells if cell.recipe.name in mine))
+for g in range(shares):  # cells dealt round-robin: every GPU gets a mix of sizes, so no share waits on 430M alone
+    print(" ".join(f"--only {cell.id}" for cell in study.cells[g::shares]))
 PY
 )
 [ ${#SHARES[@]} -ge 1 ] || { echo "no cells read from $STUDY"; exit 1; }
