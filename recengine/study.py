@@ -196,7 +196,8 @@ def run_cell(cell: Cell, settings: StudySettings, cell_dir: Path, registry: Regi
     if settings.profile_active:
         release()
         data["profiler"] = {"name": "torch", "wait": profile_wait(settings), "warmup": 1,
-                            "active": settings.profile_active, "print_summary": False}
+                            "active": settings.profile_active, "print_summary": False,
+                            "tensorboard": False}  # the Chrome trace alone: at 430M each copy is hundreds of MB
         profiled = profile_recipe(resolve(data, registry, source=f"cell {cell.id}"), cell_dir / "profile")
         summary, steps_per_epoch = profiled["summary"], profiled["steps_per_epoch"]
         row["self_cpu_ms"] = summary.get("self_cpu_ms_per_step")
