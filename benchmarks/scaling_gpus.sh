@@ -18,42 +18,49 @@ mkdir -p "$OUT"
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 OMP_NUM_THREADS=4
 GPUS=$(nvidia-smi -L | wc -l)
 declare -A BATCH=([130m]=256 [430m]=128)  # the recipes' per-GPU batches
-run() {  # nproc shape strategy [more scaling_gpus.py options]
-  [ "$1" -le "$GPUS" ] || { echo "skip: $1 GPUs asked, $GPUS present"; return; }
-  local n=$1 shape=$2 strategy=$3; shift 3
+SHAPES=${SHAPES:-130m 430m}
+for shape in $SHAPES; do [ -n "${BATCH[$shape]:-}" ] || { echo "SHAPES: unknown shape $shape (choose among ${!BATCH[*]})"; exit 2; }; done
+run() {  # out nproc shape strategy [more scaling_gpus.py options]
+  local out=$1 n=$2 shape=$3 strategy=$4; shift 4
+  [ "$n" -le "$GPUS" ] || { echo "skip: $n GPUs asked, $GPUS present"; return; }
   timeout --kill-after=10 "${RUN_LIMIT_S:-150}" "$PY" -m torch.distributed.run --standalone --nproc_per_node="$n" benchmarks/scaling_gpus.py \
-    --shape "$shape" --batch "${BATCH[$shape]}" --strategy "$strategy" --precision "$PRECISION" --out "$OUT/runs.jsonl" "$@" \
+    --shape "$shape" --batch "${BATCH[$shape]}" --strategy "$strategy" --precision "$PRECISION" --out "$out" "$@" \
     || echo "failed or timed out: $n $shape $strategy $* (exit $?)"
 }
-for round in $(seq 1 "${ROUNDS:-3}"); do
-  for shape in ${SHAPES:-130m 430m}; do
-    for n in 1 2 4; do run "$n" "$shape" ddp; done
+# One file per round, so a failed run cannot shift later runs onto another round's baseline.
+if compgen -G "$OUT/round-*.jsonl" > /dev/null; then echo "$OUT already holds a scaling run; give another OUT_DIR"; exit 2; fi
+ROUNDS=${ROUNDS:-3}
+for round in $(seq 1 "$ROUNDS"); do
+  for shape in $SHAPES; do
+    for n in 1 2 4; do run "$OUT/round-$round.jsonl" "$n" "$shape" ddp; done
   done
 done
 if [ -n "${EXTRAS:-}" ]; then
-  for shape in ${SHAPES:-130m 430m}; do for n in 2 4; do run "$n" "$shape" ddp --grad-compression bf16; done; done
-  for n in 1 2 4; do run "$n" 430m fsdp2; done
+  for shape in $SHAPES; do for n in 2 4; do run "$OUT/extras.jsonl" "$n" "$shape" ddp --grad-compression bf16; done; done
+  [[ " $SHAPES " == *" 430m "* ]] && for n in 1 2 4; do run "$OUT/extras.jsonl" "$n" 430m fsdp2; done
 fi
-"$PY" - "$OUT" <<'PY'
+"$PY" - "$OUT" "$ROUNDS" <<'PY'
 import collections, json, statistics, sys, pathlib
-out = pathlib.Path(sys.argv[1]); rows = [json.loads(l) for l in (out / "runs.jsonl").read_text().splitlines()]
-# Rows are in run order: the k-th 1-GPU DDP run of a shape is round k's baseline.
-seen, base = collections.Counter(), {}
-for r in rows:
-    key = (r["shape"], r["strategy"], r.get("grad_compression", "none"), r["gpus"])
-    seen[key] += 1
-    r["round"] = seen[key]
-    if key[1:] == ("ddp", "none", 1):
-        base[(r["shape"], r["round"])] = r["samples_per_s"]
-for r in rows:  # extras (one run each) are compared with the first round's baseline
-    r["speedup_vs_1gpu_ddp"] = r["samples_per_s"] / base.get((r["shape"], r["round"]), base.get((r["shape"], 1), float("nan")))
+out, rounds = pathlib.Path(sys.argv[1]), int(sys.argv[2])
+def read(name):
+    path = out / name
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+rows = [{**r, "round": k} for k in range(1, rounds + 1) for r in read(f"round-{k}.jsonl")]
+rows += [{**r, "round": "extra"} for r in read("extras.jsonl")]
+nan = float("nan")
+base = {(r["shape"], r["round"]): r["samples_per_s"] for r in rows
+        if r["round"] != "extra" and r["strategy"] == "ddp" and r["gpus"] == 1}
+for r in rows:  # a round's speed-up is over its own 1-GPU run (NaN if that run failed); extras over the last round's
+    key = (r["shape"], rounds if r["round"] == "extra" else r["round"])
+    r["speedup_vs_1gpu_ddp"] = r["samples_per_s"] / base[key] if key in base else nan
 (out / "summary.json").write_text(json.dumps(rows, indent=1))
 groups = collections.defaultdict(list)
 for r in rows:
     groups[(r["shape"], r["strategy"], r.get("grad_compression", "none"), r["gpus"])].append(r)
 for (shape, strategy, exchange, gpus), rs in groups.items():
-    s = [r["speedup_vs_1gpu_ddp"] for r in rs]
+    s = [r["speedup_vs_1gpu_ddp"] for r in rs if r["speedup_vs_1gpu_ddp"] == r["speedup_vs_1gpu_ddp"]]
+    spread = f"{statistics.median(s):.2f}x (range {min(s):.2f}-{max(s):.2f} over {len(s)} runs)" if s else "n/a (no 1-GPU baseline)"
     print(f'{shape:>5} {strategy:>5} {exchange:>4} x{gpus}: step {statistics.median(r["step_ms"] for r in rs):6.2f} ms, '
-          f'{statistics.median(r["samples_per_s"] for r in rs):8.0f} samples/s, speed-up {statistics.median(s):.2f}x '
-          f'(range {min(s):.2f}-{max(s):.2f} over {len(s)} runs), peak {max(r["peak_memory_mb_per_gpu"] for r in rs):.0f} MiB/GPU')
+          f'{statistics.median(r["samples_per_s"] for r in rs):8.0f} samples/s, speed-up {spread}, '
+          f'peak {max(r["peak_memory_mb_per_gpu"] for r in rs):.0f} MiB/GPU')
 PY

@@ -22,8 +22,15 @@ mapfile -t SHARES < <("$PY" - "$STUDY" "${#DEVICES[@]}" <<'PY'
 import sys
 from recengine.study import load_study
 study, shares = load_study(sys.argv[1]), int(sys.argv[2])
-for g in range(shares):  # cells dealt round-robin: every GPU gets a mix of sizes, so no share waits on 430M alone
-    print(" ".join(f"--only {cell.id}" for cell in study.cells[g::shares]))
+# Round-robin within each recipe, starting one GPU further for each recipe: every GPU gets a mix
+# of sizes, and a recipe's matching cells (e.g. the trained amp + compile ones) land on different GPUs.
+recipes = list(dict.fromkeys(cell.recipe.name for cell in study.cells))
+share = [[] for _ in range(shares)]
+for r, name in enumerate(recipes):
+    for j, cell in enumerate(c for c in study.cells if c.recipe.name == name):
+        share[(r + j) % shares].append(cell.id)
+for ids in share:
+    print(" ".join(f"--only {i}" for i in ids))
 PY
 )
 [ ${#SHARES[@]} -ge 1 ] || { echo "no cells read from $STUDY"; exit 1; }

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.autograd import DeviceType
 from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
 from rich.table import Table
@@ -56,6 +57,20 @@ class MemoryProfilerOptions(BaseModel):
 def _device_time(event) -> float:
     # `self_device_time_total` replaced `self_cuda_time_total` in torch 2.4; both in microseconds.
     return float(getattr(event, "self_device_time_total", getattr(event, "self_cuda_time_total", 0.0)) or 0.0)
+
+
+def host_ops(events) -> list[dict[str, Any]]:
+    """The operators launched from the host, each with its own CPU time and the GPU time of the
+    kernels it launched. Kernel events are left out: their time is already their operator's."""
+    return [{"name": e.key, "calls": e.count, "self_cpu_ms": e.self_cpu_time_total / 1000, "self_cuda_ms": _device_time(e) / 1000}
+            for e in events if e.device_type == DeviceType.CPU and not e.key.startswith("ProfilerStep")]
+
+
+def kernel_time_ms(events) -> float:
+    """GPU time as the kernels record it, once (as torch's own table totals it): device events,
+    without the user-annotation ranges that span them."""
+    return sum(_device_time(e) for e in events
+               if e.device_type == DeviceType.CUDA and not getattr(e, "is_user_annotation", False)) / 1000
 
 
 class TorchProfiler:
@@ -140,8 +155,7 @@ class TorchProfiler:
             return {"recorded_steps": 0, "note": f"fewer than {self.steps_needed} steps ran; nothing was recorded"}
         events = profile.key_averages()
         rank_by = "self_cuda_ms" if self.cuda else "self_cpu_ms"
-        ops = [{"name": e.key, "calls": e.count, "self_cpu_ms": e.self_cpu_time_total / 1000, "self_cuda_ms": _device_time(e) / 1000}
-               for e in events if not e.key.startswith("ProfilerStep")]
+        ops = host_ops(events)
         ops.sort(key=lambda op: op[rank_by], reverse=True)
         return {
             "device": "cuda" if self.cuda else "cpu",
@@ -149,7 +163,7 @@ class TorchProfiler:
             "recorded_steps": recorded,
             "step_ms": statistics.median(durations) * 1000,
             "self_cpu_ms_per_step": sum(op["self_cpu_ms"] for op in ops) / recorded,
-            "self_cuda_ms_per_step": sum(op["self_cuda_ms"] for op in ops) / recorded if self.cuda else None,
+            "self_cuda_ms_per_step": kernel_time_ms(events) / recorded if self.cuda else None,
             "peak_memory_mb": torch.cuda.max_memory_allocated() / 2**20 if self.cuda else None,
             "top_ops": ops[: o.top],
             "out_dir": str(self.out_dir),

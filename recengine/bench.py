@@ -206,7 +206,9 @@ def bench_recipe(recipe: Recipe, steps: int = 20, warmup: int = 5, dataset: Data
         changed = counter_changes(counted, compile_counters())
         result["cudagraph_counters"] = {k: v for k, v in changed.items() if "cudagraph" in k}
         # Past dynamo's recompile limit the step silently runs eagerly: count it so it is said.
-        result["compile_gave_up"] = sum(v for k, v in changed.items() if "recompile limit" in k.lower() or "cache size limit" in k.lower())
+        # (torch 2.5-2.7 name the counter "cache_size_limit reached", later ones "Dynamo recompile limit exceeded ...")
+        result["compile_gave_up"] = sum(v for k, v in changed.items()
+                                        if any(s in k.lower().replace("_", " ") for s in ("recompile limit", "cache size limit")))
         # The load once more, after timing: a competitor that started meanwhile shows here.
         loads = [x for x in (result["host_load_1min"], machine_load(device)["host_load_1min"]) if x is not None]
         result["host_load_1min"] = max(loads, default=None)

@@ -28,7 +28,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recengine.data.sequences import PAD
 from recengine.loss import IGNORE, cross_entropy_at
 from recengine.model import SequenceModel, item_scores
 

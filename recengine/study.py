@@ -38,7 +38,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from rich.console import Console
 
@@ -171,8 +170,8 @@ def cell_spec(cell: Cell, settings: StudySettings) -> dict[str, Any]:
 def profile_wait(settings: StudySettings) -> int:
     """Steps before the profiler records: as many as the bench's warm-up, because a compiled
     cell's first steps compile and autotune, and autotuning kernels recorded in the window would
-    count as the step's self CUDA time. (With length grouping a rare shape can still first
-    appear inside the window.)"""
+    count as the step's self CUDA time. (`profile_recipe` also runs every shape of the window
+    before it opens; this wait keeps the cell spec, and so resumed studies, as they were.)"""
     return max(1, settings.bench_warmup)
 
 

@@ -155,6 +155,7 @@ def tune(
         raise UserError(f"{out_dir}: holds trials of another search; pick a new --out (or the --storage/--study-name of that search)")
 
     def objective(trial: optuna.Trial) -> float:
+        training.release()  # the previous trial's graphs and memory (a failed trial's too: its traceback is gone by now)
         values = {p.key: suggest(trial, p) for p in params}
         run = RunDir(trials_dir / f"trial-{trial.number:04d}")
         trial.set_user_attr("run_dir", str(run.path))
@@ -180,8 +181,6 @@ def tune(
             if run.path.is_dir():
                 atomic_write_text(run.path / "error.txt", traceback.format_exc())
             raise
-        finally:
-            training.release()  # the next trial compiles afresh and finds the GPU memory free
 
     started = time.perf_counter()
 

@@ -140,3 +140,4 @@ def test_every_phase_of_every_cell_compiles_from_empty_caches(tmp_path, registry
     assert [r["status"] for r in rows] == ["ok"] * 4, [r.get("error") for r in rows]
     assert len(cached_at_start) == 4 * 3  # bench, profile and training of each cell
     assert cached_at_start == [0] * 12
+    assert _debug_get_cache_entry_list(step_code)  # and the steps did compile (the test would prove nothing otherwise)

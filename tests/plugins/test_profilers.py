@@ -3,12 +3,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch.autograd import DeviceType
 
 from recengine.errors import UserError
 from recengine.plugins import load_registry
 from recengine.profiling import profile_recipe
 from recengine.recipe import load_recipe
-from recengine_plugins.profilers import MemoryProfilerOptions, MemorySnapshot, TorchProfiler, TorchProfilerOptions, memory_snapshot
+from recengine_plugins.profilers import (MemoryProfilerOptions, MemorySnapshot, TorchProfiler, TorchProfilerOptions, host_ops,
+                                         kernel_time_ms, memory_snapshot)
 
 TINY = Path(__file__).parents[2] / "studies" / "recipes" / "tiny.toml"
 
@@ -68,3 +70,21 @@ def test_memory_snapshot_records_active_steps_then_stops(tmp_path):
             snapshot.step()
     assert memory.calls == [("record", "all"), ("dump",), ("record", None)]
     assert (tmp_path / "memory-snapshot.pickle").read_bytes() == b"snapshot"
+
+
+def test_gpu_time_is_counted_once():
+    # key_averages() lists an operator (with the GPU time of the kernels it launched), the kernels
+    # themselves, and user-annotation ranges spanning them: the total must count the kernels once.
+    from types import SimpleNamespace
+
+    def event(key, device, self_device_us, cpu_us=0.0, annotation=False):
+        return SimpleNamespace(key=key, count=1, device_type=device, self_device_time_total=self_device_us,
+                               self_cpu_time_total=cpu_us, is_user_annotation=annotation)
+
+    events = [event("aten::mm", DeviceType.CPU, 5000, cpu_us=40), event("ampere_gemm_kernel", DeviceType.CUDA, 5000),
+              event("aten::add", DeviceType.CPU, 1000, cpu_us=20), event("elementwise_kernel", DeviceType.CUDA, 1000),
+              event("Optimizer.step#AdamW.step", DeviceType.CUDA, 7000, annotation=True),
+              event("ProfilerStep#3", DeviceType.CPU, 0, cpu_us=100)]
+    assert kernel_time_ms(events) == 6.0
+    assert [op["name"] for op in host_ops(events)] == ["aten::mm", "aten::add"]
+    assert sum(op["self_cuda_ms"] for op in host_ops(events)) == 6.0
