@@ -44,6 +44,9 @@ class Single:
     def my_batches(self, num_batches: int) -> list[int | None]:
         return list(range(num_batches))
 
+    def seed_per_rank(self, seed: int) -> None:
+        """One process keeps its random stream (results do not change with this method)."""
+
     def sum_tensor(self, t: torch.Tensor) -> torch.Tensor:
         return t
 
@@ -87,6 +90,12 @@ class Distributed(Single):
         self.is_main = rank == 0
         # FSDP2 all-gathers parameters inside every forward, so ranks must run them in lockstep.
         self.lockstep = strategy == "fsdp2"
+
+    def seed_per_rank(self, seed: int) -> None:
+        """Every rank starts from the same seed (identical initial weights); once the model is
+        built, each rank needs its own stream, or the dropout masks of rank r's rows repeat those
+        of every other rank's, step after step, where one process draws them independently."""
+        torch.manual_seed(seed + self.rank)
 
     def device(self, device: torch.device) -> torch.device:
         if device.type == "cuda":

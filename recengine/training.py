@@ -270,6 +270,7 @@ def train(recipe: Recipe, run: RunDir, resume: bool = False, console: Console | 
     precision = recipe.precision.build(device=device)
     state = resume_state(run, model, adapter, optimizer, dist, precision.scaler) if resume else LoopState()
 
+    dist.seed_per_rank(recipe.run.seed)  # the weights are built alike on every rank; dropout must not be
     compiler = recipe.compiler.build()
     train_step = TrainStep(model, optimizer, precision, compiler, cfg, NonFiniteGuard(cfg.max_bad_steps, state.skipped_steps),
                            dist=dist, objective=objective)

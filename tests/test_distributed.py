@@ -1,8 +1,8 @@
 """Data parallelism on CPU: two gloo processes (torch.multiprocessing spawn) against one.
 
 Dropout is 0 in the training tests: each rank draws dropout masks from its own RNG stream
-for its rows, so with dropout the 2-process run is a different (equally valid) random
-draw, not the same computation. Everything else — data order, cloze masks, loss
+(`seed_per_rank`) for its rows, so with dropout the 2-process run is a different (equally
+valid) random draw, not the same computation. Everything else — data order, cloze masks, loss
 normalisation — is built to be independent of the number of processes.
 """
 
@@ -129,6 +129,29 @@ def test_metrics_on_two_processes_equal_one_process_exactly(tmp_path):
     assert "coverage@10" in single[0] and single[0]["recall@10"] != single[0]["hr@10"]
     _spawn(_evaluate_job, tmp_path / "two.json", 8)
     assert json.loads((tmp_path / "two.json").read_text()) == single  # bit for bit: no tolerance
+
+
+def _dropout_stream_job(out: Path) -> None:
+    dist = distributed.setup("ddp")
+    torch.manual_seed(0)  # what `train` does first, on every rank: the same initial weights
+    dist.seed_per_rank(0)
+    draws = [torch.empty(8) for _ in range(dist.world_size)]
+    torch.distributed.all_gather(draws, torch.rand(8))
+    if dist.is_main:
+        out.write_text(json.dumps([d.tolist() for d in draws]))
+    dist.close()
+
+
+@pytest.mark.slow
+def test_each_rank_draws_its_own_dropout_masks(tmp_path):
+    _spawn(_dropout_stream_job, tmp_path / "draws.json")
+    rank0, rank1 = json.loads((tmp_path / "draws.json").read_text())
+    assert rank0 != rank1
+    torch.manual_seed(0)
+    expected = torch.rand(8)
+    torch.manual_seed(0)
+    distributed.Single().seed_per_rank(0)  # one process: its stream goes on untouched
+    assert torch.equal(torch.rand(8), expected)
 
 
 def test_evaluation_batches_are_dealt_once_and_padded_only_in_lockstep():

@@ -115,6 +115,7 @@ def test_profile_pass_and_training_cell(tmp_path, registry):
     assert list((out / "cells" / "a-fp32-eager-none" / "profile").glob("chrome-trace-*.json"))
 
 
+@pytest.mark.slow
 def test_every_phase_of_every_cell_compiles_from_empty_caches(tmp_path, registry, monkeypatch):
     """torch.compile caches per function, process-wide, and every TrainStep compiles the same
     step lambda: without a reset between phases, cells pile graphs onto one cache until dynamo's
