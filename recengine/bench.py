@@ -170,10 +170,11 @@ def _sync(device: torch.device) -> None:
 
 
 def bench_recipe(recipe: Recipe, steps: int = 20, warmup: int = 5, dataset: Dataset | None = None,
-                 eval_users: int | None = 4096, data_batches: int = 50) -> dict[str, Any]:
+                 eval_users: int | None = 4096, data_batches: int = 50, profiler: Any = None) -> dict[str, Any]:
     """Step time, samples/s, peak memory, FLOPs and MFU of ``recipe``'s training step, plus the
     data pipeline's throughput on its own and evaluation users/s (``eval_users=0`` skips it,
-    ``None`` evaluates every test user)."""
+    ``None`` evaluates every test user). With a ``profiler`` (a built profiler plugin), its
+    window then runs on the same, already compiled step: its summary is ``result["profile"]``."""
     torch.manual_seed(recipe.run.seed)
     device = resolve_device(recipe.run.device)
     dataset = dataset if dataset is not None else recipe.dataset.build()
@@ -212,6 +213,9 @@ def bench_recipe(recipe: Recipe, steps: int = 20, warmup: int = 5, dataset: Data
         # The load once more, after timing: a competitor that started meanwhile shows here.
         loads = [x for x in (result["host_load_1min"], machine_load(device)["host_load_1min"]) if x is not None]
         result["host_load_1min"] = max(loads, default=None)
+    result["steps_per_epoch"] = len(batches)
+    if profiler is not None:
+        result["profile"] = profile_steps(step, batches, profiler, skip=warmup + steps)
     result.update(bench_data(batches, data_batches, device))
     if eval_users != 0:
         result.update(bench_eval(model, split.test, recipe, precision, compiler, device, eval_users))
@@ -275,6 +279,20 @@ def warm_up_shapes(step: TrainStep, upcoming: Iterable[Batch], rounds: int = 3) 
         for batch in first_of_shape.values():
             step(batch, step.cfg.lr)
     return len(first_of_shape)
+
+
+def profile_steps(step: TrainStep, batches: ClozeBatches, profiler: Any, skip: int = 0) -> dict[str, Any]:
+    """Run ``profiler``'s window (its wait + warm-up + active steps) over training steps, from
+    the ``skip``-th batch on; return its summary. Every shape of the window runs first (see
+    `warm_up_shapes`), so compiling is not counted as step time; on a step that has already
+    run those shapes (the bench's), that costs no compile at all."""
+    steps = int(getattr(profiler, "steps_needed", 5))
+    warm_up_shapes(step, itertools.islice(batch_stream(batches, skip), steps))
+    with profiler:
+        for batch in itertools.islice(batch_stream(batches, skip), steps):
+            step(batch, step.cfg.lr)
+            profiler.step()
+    return getattr(profiler, "summary", {})
 
 
 def compile_counters() -> dict[str, int]:

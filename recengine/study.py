@@ -30,7 +30,6 @@ from __future__ import annotations
 import copy
 import itertools
 import json
-import math
 import re
 import shutil
 import traceback
@@ -164,22 +163,26 @@ def cell_spec(cell: Cell, settings: StudySettings) -> dict[str, Any]:
     """Everything a cell's result depends on: a stored result is reused only if this is unchanged."""
     keys = ("bench_steps", "bench_warmup", "profile_active")
     return {"recipe": cell_recipe_data(cell), "train": wants_training(cell, settings), "profile_wait": profile_wait(settings),
-            **{k: getattr(settings, k) for k in keys}}
+            "method": MEASUREMENT_METHOD, **{k: getattr(settings, k) for k in keys}}
+
+
+# Raised when the way a cell is measured changes, so that a resumed study reruns cells measured
+# the old way. 2: fresh compile caches per cell, profile on the benched step, kernels counted once.
+MEASUREMENT_METHOD = 2
 
 
 def profile_wait(settings: StudySettings) -> int:
     """Steps before the profiler records: as many as the bench's warm-up, because a compiled
     cell's first steps compile and autotune, and autotuning kernels recorded in the window would
-    count as the step's self CUDA time. (`profile_recipe` also runs every shape of the window
-    before it opens; this wait keeps the cell spec, and so resumed studies, as they were.)"""
+    count as the step's self CUDA time. (The window now follows the bench's timed steps on the
+    same compiled step and runs its every shape before it opens, so this is a margin.)"""
     return max(1, settings.bench_warmup)
 
 
 def run_cell(cell: Cell, settings: StudySettings, cell_dir: Path, registry: Registry, console: Console) -> dict[str, Any]:
     """Bench (and profile, and train if asked) one cell; return its table row. Raises on failure."""
     from recengine.bench import MEASUREMENT_KEYS, bench_recipe, measurement_warnings
-    from recengine.profiling import profile_recipe
-    from recengine.training import load_data, release, resolve_device, train
+    from recengine.training import release, resolve_device, train
 
     # Each phase starts from empty compile caches (see `release`): without this, the cells of a
     # study pile their graphs onto one cache and the later compiled cells silently run eagerly.
@@ -187,24 +190,22 @@ def run_cell(cell: Cell, settings: StudySettings, cell_dir: Path, registry: Regi
     data = cell_recipe_data(cell)
     recipe = resolve(data, registry, source=f"cell {cell.id}")
     hardware = hardware_info(resolve_device(recipe.run.device))
-    bench = bench_recipe(recipe, settings.bench_steps, settings.bench_warmup)
+    profiler = None
+    if settings.profile_active:  # profiled right after the timed steps, on the same compiled step
+        profiler_data = {"name": "torch", "wait": profile_wait(settings), "warmup": 1, "active": settings.profile_active,
+                         "print_summary": False, "tensorboard": False}  # the Chrome trace alone: at 430M a copy is hundreds of MB
+        profiled = resolve({**data, "profiler": profiler_data}, registry, source=f"cell {cell.id}")
+        profiler = profiled.profiler.build(out_dir=cell_dir / "profile")
+    bench = bench_recipe(recipe, settings.bench_steps, settings.bench_warmup, profiler=profiler)
     for line in measurement_warnings(bench):
         console.print(f"  [yellow]warning[/]: {line}")
     row = row_from_bench({**bench, **hardware}, cell=cell.id, recipe=cell.recipe.name)
     row.update({k: bench[k] for k in MEASUREMENT_KEYS if k in bench})  # shared machine? compile gave up?
-    if settings.profile_active:
-        release()
-        data["profiler"] = {"name": "torch", "wait": profile_wait(settings), "warmup": 1,
-                            "active": settings.profile_active, "print_summary": False,
-                            "tensorboard": False}  # the Chrome trace alone: at 430M each copy is hundreds of MB
-        profiled = profile_recipe(resolve(data, registry, source=f"cell {cell.id}"), cell_dir / "profile")
-        summary, steps_per_epoch = profiled["summary"], profiled["steps_per_epoch"]
-        row["self_cpu_ms"] = summary.get("self_cpu_ms_per_step")
-        row["self_cuda_ms"] = summary.get("self_cuda_ms_per_step")
-    else:
-        steps_per_epoch = math.ceil(load_data(recipe)[1].train.num_users / recipe.train.batch_size)
+    if profiler is not None:
+        row["self_cpu_ms"] = bench["profile"].get("self_cpu_ms_per_step")
+        row["self_cuda_ms"] = bench["profile"].get("self_cuda_ms_per_step")
     if row.get("step_ms") is not None and row.get("epoch_s") is None:
-        row["epoch_s"] = steps_per_epoch * row["step_ms"] / 1000
+        row["epoch_s"] = bench["steps_per_epoch"] * row["step_ms"] / 1000
     if wants_training(cell, settings):
         release()
         run = RunDir(cell_dir / "run")
