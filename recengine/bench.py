@@ -281,12 +281,17 @@ def warm_up_shapes(step: TrainStep, upcoming: Iterable[Batch], rounds: int = 3) 
     return len(first_of_shape)
 
 
+def window_steps(profiler: Any) -> int:
+    """How many steps a profiler needs to finish its window (wait + warm-up + active)."""
+    return int(getattr(profiler, "steps_needed", 5))
+
+
 def profile_steps(step: TrainStep, batches: ClozeBatches, profiler: Any, skip: int = 0) -> dict[str, Any]:
     """Run ``profiler``'s window (its wait + warm-up + active steps) over training steps, from
     the ``skip``-th batch on; return its summary. Every shape of the window runs first (see
     `warm_up_shapes`), so compiling is not counted as step time; on a step that has already
     run those shapes (the bench's), that costs no compile at all."""
-    steps = int(getattr(profiler, "steps_needed", 5))
+    steps = window_steps(profiler)
     warm_up_shapes(step, itertools.islice(batch_stream(batches, skip), steps))
     with profiler:
         for batch in itertools.islice(batch_stream(batches, skip), steps):

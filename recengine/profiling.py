@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from recengine.bench import profile_steps
+from recengine.bench import profile_steps, window_steps
 from recengine.recipe import Recipe
 from recengine.tasks import training_batches
 from recengine.training import TrainStep, adamw, build_model, load_data, resolve_device
@@ -33,4 +33,4 @@ def profile_recipe(recipe: Recipe, out_dir: Path) -> dict[str, Any]:
     batches = training_batches(model, split.train, cfg, recipe.run.seed, device)
     profiler = recipe.profiler.build(out_dir=Path(out_dir))
     summary = profile_steps(step, batches, profiler)
-    return {"steps": int(getattr(profiler, "steps_needed", 5)), "steps_per_epoch": len(batches), "summary": summary}
+    return {"steps": window_steps(profiler), "steps_per_epoch": len(batches), "summary": summary}

@@ -159,24 +159,16 @@ def wants_training(cell: Cell, settings: StudySettings) -> bool:
     return settings.train and all(names.get(k) == v for k, v in settings.train_where.items())
 
 
-def cell_spec(cell: Cell, settings: StudySettings) -> dict[str, Any]:
-    """Everything a cell's result depends on: a stored result is reused only if this is unchanged."""
-    keys = ("bench_steps", "bench_warmup", "profile_active")
-    return {"recipe": cell_recipe_data(cell), "train": wants_training(cell, settings), "profile_wait": profile_wait(settings),
-            "method": MEASUREMENT_METHOD, **{k: getattr(settings, k) for k in keys}}
-
-
 # Raised when the way a cell is measured changes, so that a resumed study reruns cells measured
 # the old way. 2: fresh compile caches per cell, profile on the benched step, kernels counted once.
 MEASUREMENT_METHOD = 2
 
 
-def profile_wait(settings: StudySettings) -> int:
-    """Steps before the profiler records: as many as the bench's warm-up, because a compiled
-    cell's first steps compile and autotune, and autotuning kernels recorded in the window would
-    count as the step's self CUDA time. (The window now follows the bench's timed steps on the
-    same compiled step and runs its every shape before it opens, so this is a margin.)"""
-    return max(1, settings.bench_warmup)
+def cell_spec(cell: Cell, settings: StudySettings) -> dict[str, Any]:
+    """Everything a cell's result depends on: a stored result is reused only if this is unchanged."""
+    keys = ("bench_steps", "bench_warmup", "profile_active")
+    return {"recipe": cell_recipe_data(cell), "train": wants_training(cell, settings), "method": MEASUREMENT_METHOD,
+            **{k: getattr(settings, k) for k in keys}}
 
 
 def run_cell(cell: Cell, settings: StudySettings, cell_dir: Path, registry: Registry, console: Console) -> dict[str, Any]:
@@ -191,9 +183,10 @@ def run_cell(cell: Cell, settings: StudySettings, cell_dir: Path, registry: Regi
     recipe = resolve(data, registry, source=f"cell {cell.id}")
     hardware = hardware_info(resolve_device(recipe.run.device))
     profiler = None
-    if settings.profile_active:  # profiled right after the timed steps, on the same compiled step
-        profiler_data = {"name": "torch", "wait": profile_wait(settings), "warmup": 1, "active": settings.profile_active,
-                         "print_summary": False, "tensorboard": False}  # the Chrome trace alone: at 430M a copy is hundreds of MB
+    if settings.profile_active:
+        # Profiled right after the timed steps, on the same compiled step, its shapes already run:
+        # the profiler's default wait (1 step) is enough. The Chrome trace alone: at 430M a copy is hundreds of MB.
+        profiler_data = {"name": "torch", "active": settings.profile_active, "print_summary": False, "tensorboard": False}
         profiled = resolve({**data, "profiler": profiler_data}, registry, source=f"cell {cell.id}")
         profiler = profiled.profiler.build(out_dir=cell_dir / "profile")
     bench = bench_recipe(recipe, settings.bench_steps, settings.bench_warmup, profiler=profiler)
