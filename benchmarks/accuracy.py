@@ -13,15 +13,32 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import torch
 
+from recengine import checkpoint
 from recengine.bench import device_name
 from recengine.plugins import load_registry
-from recengine.recipe import load_recipe
+from recengine.recipe import Recipe, load_recipe
 from recengine.runs import RunDir
-from recengine.training import build_model, evaluate_splits, load_data, load_weights, resolve_device, train
+from recengine.training import build_model, eval_negatives, evaluate_splits, load_data, load_weights, resolve_device, train
+
+
+def evaluate_best(recipe: Recipe, run: RunDir) -> dict:
+    """Test metrics of the run's best checkpoint under ``recipe``'s protocol (its stored negatives
+    when sampled), plus the epochs run and the epoch it was selected at."""
+    device = resolve_device(recipe.run.device)
+    dataset, split = load_data(recipe)
+    model, adapter = build_model(recipe, dataset.num_items)
+    load_weights(run, model, adapter, "best")
+    model.to(device).eval()
+    results = evaluate_splits(recipe, model, split, ["test"], recipe.precision.build(device=device), device, None,
+                              eval_negatives(recipe, run, dataset, split))
+    loop = checkpoint.load_state(run.checkpoint("best"))["loop"]
+    latest = checkpoint.load_state(run.checkpoint("latest"))["loop"]
+    return {**results, "best_epoch": loop["best_epoch"], "epochs_run": latest["epoch"]}
 
 
 def main() -> None:
@@ -37,22 +54,20 @@ def main() -> None:
         run = RunDir(args.output_dir / path.stem)
         run.path.mkdir(parents=True, exist_ok=True)
         (run.path / "recipe.toml").write_text(recipe.to_toml())
-        results = train(recipe, run)
-        device = resolve_device(recipe.run.device)
+        try:
+            results, interrupted = train(recipe, run), False
+        except KeyboardInterrupt:
+            print(f"{path}: interrupted; evaluating its best checkpoint so far", file=sys.stderr)
+            results, interrupted = evaluate_best(recipe, run), True
         row = {"recipe": str(path), "model": recipe.model.name, "protocol": results["protocol"],
                "test_hr@10": results["test"]["model"]["hr@10"], "test_ndcg@10": results["test"]["model"]["ndcg@10"],
                "popularity_test_ndcg@10": results["test"]["popularity"]["ndcg@10"],
-               "epochs_run": results["epochs_run"], "best_epoch": results["best_epoch"],
-               "device": device_name(device), "torch": torch.__version__}
+               "epochs_run": results["epochs_run"], "best_epoch": results["best_epoch"], "interrupted": interrupted,
+               "device": device_name(resolve_device(recipe.run.device)), "torch": torch.__version__}
         if args.full_too and recipe.eval.protocol != "full":
-            full = load_recipe(path, registry, args.overrides + ['eval.protocol="full"'])
-            dataset, split = load_data(full)
-            model, adapter = build_model(full, dataset.num_items)
-            load_weights(run, model, adapter, "best")
-            model.to(device).eval()
-            res = evaluate_splits(full, model, split, ["test"], full.precision.build(device=device), device, None)
-            row.update({"full_protocol": res["protocol"], "full_test_hr@10": res["test"]["model"]["hr@10"],
-                        "full_test_ndcg@10": res["test"]["model"]["ndcg@10"]})
+            full = evaluate_best(load_recipe(path, registry, args.overrides + ['eval.protocol="full"']), run)
+            row.update({"full_protocol": full["protocol"], "full_test_hr@10": full["test"]["model"]["hr@10"],
+                        "full_test_ndcg@10": full["test"]["model"]["ndcg@10"]})
         print(json.dumps(row))
         with open(args.output_dir / "accuracy.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")

@@ -47,7 +47,9 @@ class TrainSection(Section):
     mask_last: bool = Field(True, description="Always mask the last item of a training window (the next-item task).")
     length_grouping: int = Field(0, ge=0, description="Sort users by length within pools of this many batches, so batches trim to "
                                  "short lengths (0: off, plain shuffling; e.g. 64 trains much faster on short sequences).")
-    window: Literal["random", "last"] = Field("random", description="Which max_len window of a long history to train on each epoch.")
+    window: Literal["random", "last", "prefix"] = Field(
+        "random", description="Which window of a history to train on each epoch: a random max_len window of a long history, the last one, "
+                              "or a random prefix (at least two items) of any history, so the masked last item is every position in turn.")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="Label smoothing of the cross-entropy.")
     patience: int = Field(5, ge=1, description="Stop after this many validations without a better validation metric.")
     eval_every_epochs: int = Field(1, ge=1, description="Validate every N epochs.")

@@ -172,8 +172,11 @@ class ClozeBatches:
     def _window_ends(self, g: torch.Generator) -> torch.Tensor:
         if self.window == "last":
             return self.starts + self.lengths
-        # A random window end per user and epoch, so long histories are seen whole over epochs.
-        shortest = self.lengths.clamp(max=self.max_len)
+        # "random": a random window end per user and epoch, so long histories are seen whole over
+        # epochs. "prefix": any end from the second item on, so the always-masked last item of the
+        # window is a next-item target at every position over epochs (short histories have only a
+        # few cloze targets each; next-item models train on every prefix).
+        shortest = self.lengths.clamp(max=2 if self.window == "prefix" else self.max_len)
         r = torch.rand(self.num_users, generator=g)
         return self.starts + shortest + (r * (self.lengths - shortest + 1)).long().clamp(max=self.lengths - shortest)
 

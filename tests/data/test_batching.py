@@ -35,3 +35,14 @@ def test_epochs_are_reproducible_and_cover_every_user():
     resumed = list(batches.epoch(0, start_batch=2))
     assert torch.equal(resumed[0].inputs, first[2])
     assert not torch.equal(list(batches.epoch(1))[0].inputs, first[0])
+
+
+def test_prefix_windows_end_anywhere_from_the_second_item():
+    seqs = Sequences.from_lists([[1, 2, 3, 4, 5, 6], [7, 8], [9]], num_items=10)
+    batches = ClozeBatches(seqs, max_len=4, batch_size=3, mask_prob=0.3, window="prefix")
+    lengths = {u: set() for u in range(3)}
+    for epoch in range(60):
+        ends = batches._window_ends(torch.Generator().manual_seed(epoch)) - batches.starts
+        for u in range(3):
+            lengths[u].add(int(ends[u]))
+    assert lengths == {0: {2, 3, 4, 5, 6}, 1: {2}, 2: {1}}, "every prefix of two or more items, whole short histories"
