@@ -40,6 +40,32 @@ def _series_label(row: Row, several_devices: bool) -> str:
     return optimisation(row) + (f" @ {row.get('device')}" if several_devices else "")
 
 
+def _configuration_key(row: Row) -> tuple:
+    """Adapter, then precision, then compiler: the study's matrix order (baseline first)."""
+    adapter = row.get("adapter") or "none"
+    return (adapter != "none", adapter != "lora", adapter, row.get("precision") not in (None, "fp32"),
+            row.get("compiler") not in (None, "eager"), str(row.get("device")))
+
+
+def _colours(points: list[Row], several: bool) -> dict[str, Any]:
+    """One colour per configuration, in matrix order: a hue per adapter and a shade per
+    precision/compiler setting (tab20c), so 12 configurations never share a colour as they
+    do with matplotlib's 10-colour cycle. Other mixes get tab20's 20 colours in turn."""
+    ordered = list(dict.fromkeys(_series_label(r, several) for r in sorted(points, key=_configuration_key)))
+    adapters = list(dict.fromkeys(r.get("adapter") or "none" for r in sorted(points, key=_configuration_key)))
+    families: dict[str, list[str]] = {}
+    for r in sorted(points, key=_configuration_key):
+        label = _series_label(r, several)
+        family = families.setdefault(r.get("adapter") or "none", [])
+        if label not in family:
+            family.append(label)
+    if several or len(adapters) > 5 or any(len(f) > 4 for f in families.values()):
+        cycle = plt.get_cmap("tab20").colors
+        return {label: cycle[i % len(cycle)] for i, label in enumerate(ordered)}
+    shades = plt.get_cmap("tab20c").colors  # 5 hues x 4 shades, darkest first
+    return {label: shades[4 * adapters.index(adapter) + i] for adapter, family in families.items() for i, label in enumerate(family)}
+
+
 def _ok(rows: list[Row], *keys: str) -> list[Row]:
     return [r for r in rows if r.get("status", "ok") == "ok" and all(r.get(k) is not None for k in keys)]
 
@@ -57,12 +83,15 @@ def _lines(ax, rows: list[Row], y: str, ylabel: str, log_y: bool = False) -> Non
         _empty(ax, f"no {ylabel} recorded")
         return
     several = len({r.get("device") for r in points}) > 1
-    series: dict[str, list[Row]] = {}
+    colours = _colours(points, several)
+    series: dict[str, list[Row]] = {label: [] for label in colours}
     for r in points:
-        series.setdefault(_series_label(r, several), []).append(r)
-    for label, group in sorted(series.items(), key=lambda item: (item[0] != "baseline", item[0])):
+        series[_series_label(r, several)].append(r)
+    for label, group in series.items():
         group.sort(key=lambda r: r["parameters"])
-        ax.plot([r["parameters"] / 1e6 for r in group], [r[y] for r in group], marker="o", label=label)
+        compiled = group[0].get("compiler") not in (None, "eager")
+        ax.plot([r["parameters"] / 1e6 for r in group], [r[y] for r in group], marker="o" if compiled else "s",
+                linestyle="-" if compiled else "--", color=colours[label], label=label)
     ax.set_xscale("log")
     if log_y:
         ax.set_yscale("log")
@@ -72,7 +101,6 @@ def _lines(ax, rows: list[Row], y: str, ylabel: str, log_y: bool = False) -> Non
     ax.set_xlabel("model size (million parameters)")
     ax.set_ylabel(ylabel)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
 
 
 def _bars(ax, rows: list[Row], y: str, ylabel: str, missing: str) -> None:
@@ -84,7 +112,8 @@ def _bars(ax, rows: list[Row], y: str, ylabel: str, missing: str) -> None:
     several = len({r.get("device") for r in points}) > 1
     recipes = sorted({r.get("recipe") or "?" for r in points},
                      key=lambda name: min((r.get("parameters") or 0) for r in points if (r.get("recipe") or "?") == name))
-    configs = sorted({_series_label(r, several) for r in points}, key=lambda c: (c != "baseline", c))
+    colours = _colours(points, several)
+    configs = list(colours)
     width = 0.8 / len(configs)
     for i, config in enumerate(configs):
         values = []
@@ -92,19 +121,31 @@ def _bars(ax, rows: list[Row], y: str, ylabel: str, missing: str) -> None:
             match = [r[y] for r in points if (r.get("recipe") or "?") == recipe and _series_label(r, several) == config]
             values.append(match[0] if match else 0.0)
         xs = [x + (i - (len(configs) - 1) / 2) * width for x in range(len(recipes))]
-        bars = ax.bar(xs, values, width, label=config)
-        ax.bar_label(bars, fmt="%.0f" if max(values) >= 10 else "%.2f", fontsize=7, padding=2)
+        bars = ax.bar(xs, values, width, label=config, color=colours[config])
+        # Upright labels collide once a group has more than a few bars.
+        ax.bar_label(bars, fmt="%.0f" if max(values) >= 10 else "%.2f", fontsize=7, padding=2,
+                     rotation=90 if len(configs) > 6 else 0)
     ax.set_xticks(range(len(recipes)), recipes)
     ax.set_xlabel("recipe")
     ax.set_ylabel(ylabel)
     ax.grid(True, axis="y", alpha=0.3)
-    ax.legend(fontsize=8, title="configuration", title_fontsize=8)
+    ax.margins(y=0.12)  # room for the rotated labels above the tallest bar
+    ax.legend(fontsize=8, title="configuration", title_fontsize=8, ncols=2 if len(configs) > 6 else 1)
+
+
+def _legend_beside(fig, axes) -> None:
+    """One legend for side-by-side line plots, right of them: a dozen series inside an axis hide
+    the lines."""
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, title="configuration",
+                   title_fontsize=8)
 
 
 def _save(fig, path: Path) -> Path:
     fig.tight_layout()
     tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=120)
+    fig.savefig(tmp, dpi=120, bbox_inches="tight")  # "tight" keeps the legend beside the axes in the image
     plt.close(fig)
     tmp.replace(path)
     return path
@@ -120,12 +161,14 @@ def draw_all(rows: list[Row], out_dir: Path) -> list[Path]:
     _lines(hr, rows, "hr@10", "HR@10 (test)")
     _lines(ndcg, rows, "ndcg@10", "NDCG@10 (test)")
     fig.suptitle("Accuracy against model size")
+    _legend_beside(fig, (hr, ndcg))
     written.append(_save(fig, out_dir / "accuracy_vs_size.png"))
 
     fig, (speed, epoch) = plt.subplots(1, 2, figsize=(11, 4.5))
     _lines(speed, rows, "samples_per_s", "training throughput (samples/s)", log_y=True)
     _lines(epoch, rows, "epoch_s", "epoch time (s)", log_y=True)
     fig.suptitle("Throughput and epoch time against model size")
+    _legend_beside(fig, (speed, epoch))
     written.append(_save(fig, out_dir / "throughput_vs_size.png"))
 
     fig, ax = plt.subplots(figsize=(10, 4.5))
