@@ -47,23 +47,27 @@ def _configuration_key(row: Row) -> tuple:
             row.get("compiler") not in (None, "eager"), str(row.get("device")))
 
 
-def _colours(points: list[Row], several: bool) -> dict[str, Any]:
+def _colours(points: list[Row]) -> dict[str, Any]:
     """One colour per configuration, in matrix order: a hue per adapter and a shade per
-    precision/compiler setting (tab20c), so 12 configurations never share a colour as they
-    do with matplotlib's 10-colour cycle. Other mixes get tab20's 20 colours in turn."""
-    ordered = list(dict.fromkeys(_series_label(r, several) for r in sorted(points, key=_configuration_key)))
-    adapters = list(dict.fromkeys(r.get("adapter") or "none" for r in sorted(points, key=_configuration_key)))
+    precision/compiler setting (tab20c), so the study's 12 configurations never share a colour
+    as they do with matplotlib's 10-colour cycle. Other mixes get tab20's 20 colours in turn.
+    Devices are told apart by marker and hatch instead (`_device_marks`)."""
     families: dict[str, list[str]] = {}
     for r in sorted(points, key=_configuration_key):
-        label = _series_label(r, several)
         family = families.setdefault(r.get("adapter") or "none", [])
-        if label not in family:
-            family.append(label)
-    if several or len(adapters) > 5 or any(len(f) > 4 for f in families.values()):
+        if optimisation(r) not in family:
+            family.append(optimisation(r))
+    if len(families) > 5 or any(len(f) > 4 for f in families.values()):
         cycle = plt.get_cmap("tab20").colors
-        return {label: cycle[i % len(cycle)] for i, label in enumerate(ordered)}
+        return {label: cycle[i % len(cycle)] for i, label in enumerate(x for f in families.values() for x in f)}
     shades = plt.get_cmap("tab20c").colors  # 5 hues x 4 shades, darkest first
-    return {label: shades[4 * adapters.index(adapter) + i] for adapter, family in families.items() for i, label in enumerate(family)}
+    return {label: shades[4 * k + i] for k, family in enumerate(families.values()) for i, label in enumerate(family)}
+
+
+def _device_marks(points: list[Row]) -> dict[Any, tuple[str, str]]:
+    """(line marker, bar hatch) per device, so one configuration on two cards keeps its colour."""
+    devices = list(dict.fromkeys(r.get("device") for r in sorted(points, key=lambda r: str(r.get("device")))))
+    return {d: ("os^Dv<>"[i % 7], ["", "//", "..", "xx", "\\\\", "++"][i % 6]) for i, d in enumerate(devices)}
 
 
 def _ok(rows: list[Row], *keys: str) -> list[Row]:
@@ -83,15 +87,16 @@ def _lines(ax, rows: list[Row], y: str, ylabel: str, log_y: bool = False) -> Non
         _empty(ax, f"no {ylabel} recorded")
         return
     several = len({r.get("device") for r in points}) > 1
-    colours = _colours(points, several)
-    series: dict[str, list[Row]] = {label: [] for label in colours}
-    for r in points:
-        series[_series_label(r, several)].append(r)
+    colours, marks = _colours(points), _device_marks(points)
+    series: dict[str, list[Row]] = {}
+    for r in sorted(points, key=_configuration_key):
+        series.setdefault(_series_label(r, several), []).append(r)
     for label, group in series.items():
         group.sort(key=lambda r: r["parameters"])
-        compiled = group[0].get("compiler") not in (None, "eager")
-        ax.plot([r["parameters"] / 1e6 for r in group], [r[y] for r in group], marker="o" if compiled else "s",
-                linestyle="-" if compiled else "--", color=colours[label], label=label)
+        first = group[0]
+        ax.plot([r["parameters"] / 1e6 for r in group], [r[y] for r in group], marker=marks[first.get("device")][0],
+                linestyle="--" if first.get("compiler") in (None, "eager") else "-", color=colours[optimisation(first)],
+                label=label)
     ax.set_xscale("log")
     if log_y:
         ax.set_yscale("log")
@@ -112,25 +117,32 @@ def _bars(ax, rows: list[Row], y: str, ylabel: str, missing: str) -> None:
     several = len({r.get("device") for r in points}) > 1
     recipes = sorted({r.get("recipe") or "?" for r in points},
                      key=lambda name: min((r.get("parameters") or 0) for r in points if (r.get("recipe") or "?") == name))
-    colours = _colours(points, several)
-    configs = list(colours)
+    colours, marks = _colours(points), _device_marks(points)
+    first_of = {}
+    for r in sorted(points, key=_configuration_key):
+        first_of.setdefault(_series_label(r, several), r)
+    configs = list(first_of)
     width = 0.8 / len(configs)
-    for i, config in enumerate(configs):
+    ax.figure.set_size_inches(max(10.0, 3.0 + 0.16 * len(configs) * len(recipes)), 4.5)  # bars stay readable as they multiply
+    for i, (config, first) in enumerate(first_of.items()):
         values = []
         for recipe in recipes:
             match = [r[y] for r in points if (r.get("recipe") or "?") == recipe and _series_label(r, several) == config]
-            values.append(match[0] if match else 0.0)
+            values.append(match[0] if match else float("nan"))  # not measured: no bar, no label
         xs = [x + (i - (len(configs) - 1) / 2) * width for x in range(len(recipes))]
-        bars = ax.bar(xs, values, width, label=config, color=colours[config])
+        bars = ax.bar(xs, values, width, label=config, color=colours[optimisation(first)], hatch=marks[first.get("device")][1])
+        fmt = "{:.0f}" if max(v for v in values if v == v) >= 10 else "{:.2f}"
         # Upright labels collide once a group has more than a few bars.
-        ax.bar_label(bars, fmt="%.0f" if max(values) >= 10 else "%.2f", fontsize=7, padding=2,
+        ax.bar_label(bars, labels=[fmt.format(v) if v == v else "" for v in values], fontsize=7, padding=2,
                      rotation=90 if len(configs) > 6 else 0)
     ax.set_xticks(range(len(recipes)), recipes)
     ax.set_xlabel("recipe")
     ax.set_ylabel(ylabel)
     ax.grid(True, axis="y", alpha=0.3)
     ax.margins(y=0.12)  # room for the rotated labels above the tallest bar
-    ax.legend(fontsize=8, title="configuration", title_fontsize=8, ncols=2 if len(configs) > 6 else 1)
+    # Beside the axes once there are many bars: inside, the legend would cover them.
+    beside = dict(loc="upper left", bbox_to_anchor=(1.01, 1.0)) if len(configs) > 6 else {}
+    ax.legend(fontsize=8, title="configuration", title_fontsize=8, ncols=2 if len(configs) > 16 else 1, **beside)
 
 
 def _legend_beside(fig, axes) -> None:

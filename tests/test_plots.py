@@ -1,6 +1,6 @@
 import matplotlib.image
 
-from recengine.plots import PLOTS, draw_all, optimisation
+from recengine.plots import PLOTS, _colours, _device_marks, draw_all, optimisation
 
 
 def rows():
@@ -27,3 +27,22 @@ def test_every_plot_is_written_and_not_blank(tmp_path):
 def test_plots_without_data_still_explain_why(tmp_path):
     paths = draw_all([{"recipe": "x", "status": "failed"}], tmp_path)
     assert all(p.stat().st_size > 1000 for p in paths)
+
+
+def matrix_rows(devices=("H100",)):
+    return [{"recipe": "85m", "parameters": 85e6, "precision": p, "compiler": c, "adapter": a, "device": d, "status": "ok"}
+            for d in devices for a in ("none", "lora", "ilora") for p in ("fp32", "amp") for c in ("eager", "torch-compile")]
+
+
+def test_every_configuration_of_the_study_matrix_has_its_own_colour():
+    colours = _colours(matrix_rows())
+    assert len(colours) == 12 and len(set(colours.values())) == 12  # matplotlib's default cycle repeats after 10
+    assert list(colours)[:4] == ["baseline", "compile", "amp", "amp+compile"], "matrix order, baseline first"
+
+
+def test_two_cards_keep_the_colours_and_differ_by_mark(tmp_path):
+    rows = matrix_rows(("H100", "H200"))
+    assert _colours(rows) == _colours(matrix_rows())
+    marks = _device_marks(rows)
+    assert len(set(marks.values())) == 2
+    assert len(draw_all(rows, tmp_path)) == len(PLOTS)
