@@ -23,7 +23,7 @@ from recengine.bench import device_name
 from recengine.plugins import load_registry
 from recengine.recipe import Recipe, load_recipe
 from recengine.runs import RunDir
-from recengine.training import build_model, eval_negatives, evaluate_splits, load_data, load_weights, resolve_device, train
+from recengine.training import build_model, eval_negatives, evaluate_splits, load_data, load_weights, release, resolve_device, train
 
 
 def evaluate_best(recipe: Recipe, run: RunDir) -> dict:
@@ -50,6 +50,7 @@ def main() -> None:
     args = parser.parse_args()
     registry = load_registry()
     for path in args.recipes:
+        release()  # each recipe compiles afresh (see training.release)
         recipe = load_recipe(path, registry, args.overrides)
         run = RunDir(args.output_dir / path.stem)
         run.path.mkdir(parents=True, exist_ok=True)

@@ -42,7 +42,7 @@ from recengine.model import count_parameters
 from recengine.plugins import load_registry
 from recengine.recipe import resolve
 from recengine.runs import RunDir
-from recengine.training import build_model, evaluate_splits, load_data, resolve_device, train
+from recengine.training import build_model, evaluate_splits, load_data, release, resolve_device, train
 
 SIZES = {
     "small": dict(users=1500, later_users=600, items=300, hidden=64, layers=2, heads=2, max_len=30, epochs=25, adapt_epochs=15),
@@ -171,6 +171,7 @@ def main() -> None:
     for name, (adapter, lr) in VARIANTS.items():
         r = recipe(size, args.device, periods["later"], "later", **{**later, "train": {**later["train"], "lr": lr}}, adapter=adapter)
         run = fresh_run(args.out / name.split()[0].lower().replace("-", ""), r)
+        release()  # each variant compiles afresh (see training.release)
         started = time.perf_counter()
         res = train(r, run, console=quiet)
         seconds = time.perf_counter() - started
