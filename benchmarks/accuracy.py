@@ -7,6 +7,10 @@ Each row states the dataset, model, protocol, test HR@10 / NDCG@10, the epochs r
 epoch the best checkpoint was selected at, the device and the torch version: everything
 docs/results.md asks for. With --full-too, a run trained under the sampled protocol is also
 evaluated with full ranking (the same best checkpoint), so both numbers sit side by side.
+
+Interrupted (Ctrl-C, or `timeout --signal=INT`), the run's row comes from its best checkpoint so
+far, marked ``"interrupted": true``, and the recipes after it are not run; a run interrupted
+before its first validation has no best checkpoint and gets no row.
 """
 
 from __future__ import annotations
@@ -36,9 +40,9 @@ def evaluate_best(recipe: Recipe, run: RunDir) -> dict:
     model.to(device).eval()
     results = evaluate_splits(recipe, model, split, ["test"], recipe.precision.build(device=device), device, None,
                               eval_negatives(recipe, run, dataset, split))
-    loop = checkpoint.load_state(run.checkpoint("best"))["loop"]
+    best = checkpoint.load_state(run.checkpoint("best"))["loop"]
     latest = checkpoint.load_state(run.checkpoint("latest"))["loop"]
-    return {**results, "best_epoch": loop["best_epoch"], "epochs_run": latest["epoch"]}
+    return {**results, "best_epoch": best["best_epoch"], "epochs_run": latest["epoch"]}
 
 
 def main() -> None:
@@ -58,6 +62,10 @@ def main() -> None:
         try:
             results, interrupted = train(recipe, run), False
         except KeyboardInterrupt:
+            # The `best` pointer is set by a validation; a step checkpoint alone was never validated.
+            if checkpoint.read_pointer(run.checkpoints, "best") is None:
+                print(f"{path}: interrupted before its first validation; no row", file=sys.stderr)
+                sys.exit(130)  # the shell's code for an interrupt, without a traceback
             print(f"{path}: interrupted; evaluating its best checkpoint so far", file=sys.stderr)
             results, interrupted = evaluate_best(recipe, run), True
         row = {"recipe": str(path), "model": recipe.model.name, "protocol": results["protocol"],
@@ -72,6 +80,9 @@ def main() -> None:
         print(json.dumps(row))
         with open(args.output_dir / "accuracy.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
+        if interrupted:
+            print("stopped: the recipes after it were not run", file=sys.stderr)
+            break
 
 
 if __name__ == "__main__":

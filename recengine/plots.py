@@ -41,7 +41,7 @@ def _series_label(row: Row, several_devices: bool) -> str:
 
 
 def _configuration_key(row: Row) -> tuple:
-    """Adapter, then precision, then compiler: the study's matrix order (baseline first)."""
+    """Adapter, then precision, then compiler (the study's matrix order, baseline first), then device."""
     adapter = row.get("adapter") or "none"
     return (adapter != "none", adapter != "lora", adapter, row.get("precision") not in (None, "fp32"),
             row.get("compiler") not in (None, "eager"), str(row.get("device")))
@@ -70,8 +70,21 @@ def _device_marks(points: list[Row]) -> dict[Any, tuple[str, str]]:
     return {d: ("os^Dv<>"[i % 7], ["", "//", "..", "xx", "\\\\", "++"][i % 6]) for i, d in enumerate(devices)}
 
 
+CROWDED = 6  # more series than this: legends go beside the axes, bar labels turn upright
+
+
 def _ok(rows: list[Row], *keys: str) -> list[Row]:
-    return [r for r in rows if r.get("status", "ok") == "ok" and all(r.get(k) is not None for k in keys)]
+    """Rows of finished cells that measured every one of ``keys`` (None and NaN are not measurements)."""
+    return [r for r in rows if r.get("status", "ok") == "ok" and all(r.get(k) is not None and r[k] == r[k] for k in keys)]
+
+
+def _series(points: list[Row]) -> dict[str, list[Row]]:
+    """Rows per series (configuration, with the device when there are several), in matrix order."""
+    several = len({r.get("device") for r in points}) > 1
+    series: dict[str, list[Row]] = {}
+    for r in sorted(points, key=_configuration_key):
+        series.setdefault(_series_label(r, several), []).append(r)
+    return series
 
 
 def _empty(ax, message: str) -> None:
@@ -86,12 +99,8 @@ def _lines(ax, rows: list[Row], y: str, ylabel: str, log_y: bool = False) -> Non
     if not points:
         _empty(ax, f"no {ylabel} recorded")
         return
-    several = len({r.get("device") for r in points}) > 1
     colours, marks = _colours(points), _device_marks(points)
-    series: dict[str, list[Row]] = {}
-    for r in sorted(points, key=_configuration_key):
-        series.setdefault(_series_label(r, several), []).append(r)
-    for label, group in series.items():
+    for label, group in _series(points).items():
         group.sort(key=lambda r: r["parameters"])
         first = group[0]
         ax.plot([r["parameters"] / 1e6 for r in group], [r[y] for r in group], marker=marks[first.get("device")][0],
@@ -108,41 +117,36 @@ def _lines(ax, rows: list[Row], y: str, ylabel: str, log_y: bool = False) -> Non
     ax.grid(True, which="both", alpha=0.3)
 
 
-def _bars(ax, rows: list[Row], y: str, ylabel: str, missing: str) -> None:
-    """Grouped bars: one group per recipe (smallest model first), one bar per configuration."""
+def _bar_figure(rows: list[Row], y: str, ylabel: str, title: str, missing: str):
+    """Grouped bars: one group per recipe (smallest model first), one bar per series; the figure
+    widens with the number of bars so they stay readable."""
     points = _ok(rows, y)
-    if not points:
-        _empty(ax, missing)
-        return
-    several = len({r.get("device") for r in points}) > 1
+    series = _series(points)
     recipes = sorted({r.get("recipe") or "?" for r in points},
                      key=lambda name: min((r.get("parameters") or 0) for r in points if (r.get("recipe") or "?") == name))
+    fig, ax = plt.subplots(figsize=(max(10.0, 3.0 + 0.16 * len(series) * len(recipes)), 4.5))
+    ax.set_title(title)
+    if not points:
+        _empty(ax, missing)
+        return fig
     colours, marks = _colours(points), _device_marks(points)
-    first_of = {}
-    for r in sorted(points, key=_configuration_key):
-        first_of.setdefault(_series_label(r, several), r)
-    configs = list(first_of)
-    width = 0.8 / len(configs)
-    ax.figure.set_size_inches(max(10.0, 3.0 + 0.16 * len(configs) * len(recipes)), 4.5)  # bars stay readable as they multiply
-    for i, (config, first) in enumerate(first_of.items()):
-        values = []
-        for recipe in recipes:
-            match = [r[y] for r in points if (r.get("recipe") or "?") == recipe and _series_label(r, several) == config]
-            values.append(match[0] if match else float("nan"))  # not measured: no bar, no label
-        xs = [x + (i - (len(configs) - 1) / 2) * width for x in range(len(recipes))]
-        bars = ax.bar(xs, values, width, label=config, color=colours[optimisation(first)], hatch=marks[first.get("device")][1])
-        fmt = "{:.0f}" if max(v for v in values if v == v) >= 10 else "{:.2f}"
-        # Upright labels collide once a group has more than a few bars.
+    width = 0.8 / len(series)
+    for i, (label, group) in enumerate(series.items()):
+        by_recipe = {r.get("recipe") or "?": r[y] for r in group}
+        values = [by_recipe.get(recipe, float("nan")) for recipe in recipes]  # not measured: no bar, no label
+        xs = [x + (i - (len(series) - 1) / 2) * width for x in range(len(recipes))]
+        bars = ax.bar(xs, values, width, label=label, color=colours[optimisation(group[0])], hatch=marks[group[0].get("device")][1])
+        fmt = "{:.0f}" if max(by_recipe.values()) >= 10 else "{:.2f}"
         ax.bar_label(bars, labels=[fmt.format(v) if v == v else "" for v in values], fontsize=7, padding=2,
-                     rotation=90 if len(configs) > 6 else 0)
+                     rotation=90 if len(series) > CROWDED else 0)  # upright labels collide in crowded groups
     ax.set_xticks(range(len(recipes)), recipes)
     ax.set_xlabel("recipe")
     ax.set_ylabel(ylabel)
     ax.grid(True, axis="y", alpha=0.3)
     ax.margins(y=0.12)  # room for the rotated labels above the tallest bar
-    # Beside the axes once there are many bars: inside, the legend would cover them.
-    beside = dict(loc="upper left", bbox_to_anchor=(1.01, 1.0)) if len(configs) > 6 else {}
-    ax.legend(fontsize=8, title="configuration", title_fontsize=8, ncols=2 if len(configs) > 16 else 1, **beside)
+    beside = dict(loc="upper left", bbox_to_anchor=(1.01, 1.0)) if len(series) > CROWDED else {}  # inside, it would cover bars
+    ax.legend(fontsize=8, title="configuration", title_fontsize=8, ncols=2 if len(series) > 16 else 1, **beside)
+    return fig
 
 
 def _legend_beside(fig, axes) -> None:
@@ -183,13 +187,9 @@ def draw_all(rows: list[Row], out_dir: Path) -> list[Path]:
     _legend_beside(fig, (speed, epoch))
     written.append(_save(fig, out_dir / "throughput_vs_size.png"))
 
-    fig, ax = plt.subplots(figsize=(10, 4.5))
-    _bars(ax, rows, "peak_memory_mb", "peak GPU memory (MiB)", "no peak GPU memory recorded\n(peak memory needs a CUDA device; these cells ran on CPU)")
-    ax.set_title("Peak memory per configuration")
+    fig = _bar_figure(rows, "peak_memory_mb", "peak GPU memory (MiB)", "Peak memory per configuration",
+                      "no peak GPU memory recorded\n(peak memory needs a CUDA device; these cells ran on CPU)")
     written.append(_save(fig, out_dir / "peak_memory.png"))
-
-    fig, ax = plt.subplots(figsize=(10, 4.5))
-    _bars(ax, rows, "step_ms", "median step time (ms)", "no step time recorded")
-    ax.set_title("Step time per optimisation")
+    fig = _bar_figure(rows, "step_ms", "median step time (ms)", "Step time per optimisation", "no step time recorded")
     written.append(_save(fig, out_dir / "step_time.png"))
     return written

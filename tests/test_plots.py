@@ -1,6 +1,8 @@
 import matplotlib.image
 
-from recengine.plots import PLOTS, _colours, _device_marks, draw_all, optimisation
+import matplotlib.pyplot as plt
+
+from recengine.plots import PLOTS, _bar_figure, _colours, _lines, draw_all, optimisation
 
 
 def rows():
@@ -40,9 +42,24 @@ def test_every_configuration_of_the_study_matrix_has_its_own_colour():
     assert list(colours)[:4] == ["baseline", "compile", "amp", "amp+compile"], "matrix order, baseline first"
 
 
-def test_two_cards_keep_the_colours_and_differ_by_mark(tmp_path):
-    rows = matrix_rows(("H100", "H200"))
-    assert _colours(rows) == _colours(matrix_rows())
-    marks = _device_marks(rows)
-    assert len(set(marks.values())) == 2
-    assert len(draw_all(rows, tmp_path)) == len(PLOTS)
+def test_two_cards_keep_the_colours_and_differ_by_mark():
+    rows = [{**r, "step_ms": 10.0} for r in matrix_rows(("H100", "H200"))]
+    ax = _bar_figure(rows, "step_ms", "ms", "title", "nothing").axes[0]
+    bars = {bar.get_label(): bar for bar in ax.containers}
+    h100, h200 = bars["amp+compile @ H100"].patches[0], bars["amp+compile @ H200"].patches[0]
+    assert h100.get_facecolor() == h200.get_facecolor(), "a configuration keeps its colour on every card"
+    assert h100.get_hatch() != h200.get_hatch()
+    fig, ax = plt.subplots()
+    _lines(ax, [{**r, "parameters": 85e6, "samples_per_s": 1.0} for r in rows], "samples_per_s", "samples/s")
+    markers = {line.get_label(): line.get_marker() for line in ax.get_lines()}
+    assert markers["baseline @ H100"] != markers["baseline @ H200"]
+
+
+def test_a_cell_not_measured_gets_no_bar_and_no_label():
+    rows = [{"recipe": "5m", "parameters": 5e6, "step_ms": 12.0, "status": "ok"},
+            {"recipe": "85m", "parameters": 85e6, "step_ms": 30.0, "status": "ok"},
+            {"recipe": "85m", "parameters": 85e6, "step_ms": 20.0, "status": "ok", "precision": "amp"},
+            {"recipe": "5m", "parameters": 5e6, "step_ms": float("nan"), "status": "ok", "precision": "amp"}]
+    ax = _bar_figure(rows, "step_ms", "ms", "title", "nothing").axes[0]
+    labels = [text.get_text() for text in ax.texts]
+    assert sorted(labels) == ["", "12", "20", "30"], "the NaN cell is a gap, not a bar labelled 0 or nan"
