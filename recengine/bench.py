@@ -127,7 +127,9 @@ def peaks(name: str) -> tuple[float, float, float] | None:
 
 def train_flops(model: torch.nn.Module, batch: Batch) -> float | None:
     """FLOPs one training step must do on ``batch`` (forward + backward = 3 x forward),
-    counted on real tokens and real masked positions only. BERT4Rec-shaped models only."""
+    counted on real tokens and real masked positions only. BERT4Rec-shaped models only; an
+    adapter that wraps the model (iLoRA's gate) is looked through, its own small FLOPs left out."""
+    model = next((m for m in model.modules() if hasattr(m, "blocks")), model)
     blocks = getattr(model, "blocks", None)
     if not blocks or not hasattr(blocks[0], "fc1"):
         return None
