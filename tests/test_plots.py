@@ -1,5 +1,4 @@
 import matplotlib.image
-
 import matplotlib.pyplot as plt
 
 from recengine.plots import PLOTS, _bar_figure, _colours, _lines, draw_all, optimisation
@@ -53,6 +52,7 @@ def test_two_cards_keep_the_colours_and_differ_by_mark():
     _lines(ax, [{**r, "parameters": 85e6, "samples_per_s": 1.0} for r in rows], "samples_per_s", "samples/s")
     markers = {line.get_label(): line.get_marker() for line in ax.get_lines()}
     assert markers["baseline @ H100"] != markers["baseline @ H200"]
+    plt.close("all")
 
 
 def test_a_cell_not_measured_gets_no_bar_and_no_label():
@@ -63,3 +63,4 @@ def test_a_cell_not_measured_gets_no_bar_and_no_label():
     ax = _bar_figure(rows, "step_ms", "ms", "title", "nothing").axes[0]
     labels = [text.get_text() for text in ax.texts]
     assert sorted(labels) == ["", "12", "20", "30"], "the NaN cell is a gap, not a bar labelled 0 or nan"
+    plt.close("all")

@@ -1,6 +1,9 @@
 import pytest
 import torch
 
+from recengine.bench import train_flops
+from recengine.data import Sequences
+from recengine.data.batching import ClozeBatches
 from recengine.errors import UserError
 from recengine.plugins import load_registry
 from recengine.recipe import resolve
@@ -92,10 +95,6 @@ def test_runs_under_autocast():
 
 def test_bench_counts_the_wrapped_models_flops():
     # The study's MFU column was blank for iLoRA cells: the gate wrapper hid the base model's blocks.
-    from recengine.bench import train_flops
-    from recengine.data import Sequences
-    from recengine.data.batching import ClozeBatches
-
     base = tiny()
     seqs = Sequences.from_lists([[1 + (u + i) % 40 for i in range(6 + u % 5)] for u in range(16)], num_items=base.num_items)
     batch = next(ClozeBatches(seqs, max_len=base.max_len, batch_size=16, mask_prob=0.3).epoch(0))
