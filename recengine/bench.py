@@ -28,6 +28,7 @@ from recengine.data.sequences import PAD, Dataset, Sequences
 from recengine.data.split import leave_one_out
 from recengine.errors import UserError
 from recengine.evaluate import evaluate, model_scorer
+from recengine.hardware import hardware_info
 from recengine.model import count_parameters
 from recengine.recipe import Recipe, apply_overrides, drop_none, resolve
 from recengine.tasks import training_batches
@@ -199,8 +200,7 @@ def bench_recipe(recipe: Recipe, steps: int = 20, warmup: int = 5, dataset: Data
         "length_grouping": cfg.length_grouping,
         "parameters": count_parameters(model),
         "trainable_parameters": count_parameters(model, trainable_only=True),
-        "device": device_name(device),
-        "torch": torch.__version__,
+        **hardware_info(device),  # device, GPU and CPU names and counts, torch, CUDA, recengine, commit
         **machine_load(device),
     }
     if steps > 0:

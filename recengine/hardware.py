@@ -1,6 +1,6 @@
 """What a result was measured on: accelerator and CPU, library versions, recengine's commit.
 
-Every study result and bench record carries this, so tables from different machines
+Every training run, bench record and study result carries this, so tables from different machines
 (H100, H200, a laptop CPU) can be put side by side and told apart.
 """
 

@@ -38,7 +38,11 @@ COLUMNS: dict[str, str] = {
     "parameters": "parameters",
     "trainable_parameters": "trainable parameters",
     "device": "device",
+    "gpu_name": "GPU",
     "gpu_count": "GPUs",
+    "cpu_name": "CPU",
+    "cpu_count": "CPU cores",
+    "python": "python",
     "torch": "torch",
     "cuda": "CUDA",
     "recengine": "recengine",
@@ -47,7 +51,7 @@ COLUMNS: dict[str, str] = {
     "error": "error",
 }
 # The markdown table leaves out what is the same for a whole machine (listed above the table).
-MARKDOWN_SKIP = {"gpu_count", "torch", "cuda", "recengine", "commit", "batch_size"}
+MARKDOWN_SKIP = {"gpu_name", "gpu_count", "cpu_name", "cpu_count", "python", "torch", "cuda", "recengine", "commit", "batch_size"}
 HARDWARE_KEYS = ("device", "gpu_name", "gpu_count", "cpu_name", "cpu_count", "torch", "cuda", "python", "recengine", "commit")
 
 
@@ -89,7 +93,7 @@ def row_from_bench(bench: dict[str, Any], **extra: Any) -> dict[str, Any]:
         "parameters": bench.get("parameters"),
         "trainable_parameters": bench.get("trainable_parameters"),
         "batch_size": bench.get("batch_size"),
-        **{k: bench.get(k) for k in HARDWARE_KEYS if k in COLUMNS},
+        **{k: bench.get(k) for k in HARDWARE_KEYS},
         **_extra_columns(bench),
     }
     row.update({k: v for k, v in extra.items() if v is not None})

@@ -4,6 +4,7 @@
     <run>/data.json          catalog size and the original item ids
     <run>/metrics.jsonl      one JSON record per validation / final evaluation
     <run>/results.json       final validation and test metrics, model and popularity baseline
+    <run>/hardware.json      the machine and versions it ran on (recengine/hardware.py)
     <run>/tensorboard/       TensorBoard logs (with the tensorboard monitor)
     <run>/checkpoints/       step-XXXXXXXX/ checkpoints, plus `latest` and `best` pointers
 """
@@ -27,6 +28,7 @@ class RunDir:
     data = property(lambda self: self.path / "data.json")
     metrics = property(lambda self: self.path / "metrics.jsonl")
     results = property(lambda self: self.path / "results.json")
+    hardware = property(lambda self: self.path / "hardware.json")
     checkpoints = property(lambda self: self.path / "checkpoints")
     tensorboard = property(lambda self: self.path / "tensorboard")
     profile = property(lambda self: self.path / "profile")

@@ -210,7 +210,6 @@ def run_cell(cell: Cell, settings: StudySettings, cell_dir: Path, registry: Regi
         results = train(recipe, run, resume=resume, console=console)
         row.update({k: results["test"]["model"].get(k) for k in ("hr@10", "ndcg@10")})
         run.write_json(run.path / "bench.json", row)
-        run.write_json(run.path / "hardware.json", hardware)
     return row
 
 

@@ -29,6 +29,7 @@ from recengine.errors import UserError
 from recengine.evaluate import NEGATIVES_FILE, SampledNegatives, evaluate, load_or_draw_negatives, model_scorer, popularity_scorer, protocol_name
 from recengine.finetune import init_from_run, train_output_layer
 from recengine.guards import NonFiniteGuard
+from recengine.hardware import hardware_info
 from recengine.losses import Objective, build_loss
 from recengine.model import count_parameters
 from recengine.progress import progress_bar
@@ -259,6 +260,7 @@ def train(recipe: Recipe, run: RunDir, resume: bool = False, console: Console | 
     dataset, split = load_data(recipe)
     if dist.is_main:
         run.write_json(run.data, {"num_items": dataset.num_items, "item_ids": dataset.item_ids})
+        run.write_json(run.hardware, hardware_info(device))  # so `recengine report` can tell machines apart
     model, adapter = build_model(recipe, dataset.num_items, run)
     model.to(device)
     # Model and loss as one module, wrapped before the optimizer is built: FSDP2 replaces the parameters.

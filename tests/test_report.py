@@ -28,12 +28,14 @@ def test_table_from_bench_json_and_a_run(tmp_path):
                                      '[model]\nname = "bert4rec"\nhidden = 16\nlayers = 1\nheads = 1\nmax_len = 8\n')
     (run / "data.json").write_text(json.dumps({"num_items": 20, "item_ids": None}))
     (run / "results.json").write_text(json.dumps({"test": {"model": {"hr@10": 0.5, "ndcg@10": 0.25}}}))
+    (run / "hardware.json").write_text(json.dumps({"device": "EPYC", "cpu_name": "AMD EPYC 9654", "cpu_count": 2, "gpu_count": 0}))
     rows = collect([tmp_path / "bench.json", run])
     assert [r["step_ms"] for r in rows] == [40.0, 80.0, None]
     trained = rows[2]
     assert (trained["recipe"], trained["precision"], trained["compiler"], trained["adapter"]) == ("tiny", "fp32", "eager", "none")
     assert (trained["hr@10"], trained["ndcg@10"]) == (0.5, 0.25)
     assert trained["parameters"] > 20 * 16  # counted from the recipe on the meta device
+    assert (trained["cpu_name"], trained["cpu_count"]) == ("AMD EPYC 9654", 2)  # every hardware field reaches the row
 
     table = list(csv.DictReader(io.StringIO(to_csv(rows))))
     assert table[0]["samples_per_s"] == "6400.0" and table[0]["mfu"] == "0.31" and table[2]["step_ms"] == ""
@@ -42,6 +44,7 @@ def test_table_from_bench_json_and_a_run(tmp_path):
     lines = to_markdown(rows).splitlines()
     assert any("| 85m | amp | torch-compile | none | ok | 6,400.0 | 40.0 |" in line for line in lines)
     assert any("NVIDIA H100 80GB HBM3" in line and line.startswith("- device") for line in lines)
+    assert any("cpu_name: AMD EPYC 9654" in line and line.startswith("- device") for line in lines)
 
     written = write_report(rows, tmp_path / "report")
     assert json.loads(written["json"].read_text())["rows"][0]["samples_per_s"] == 6400.0

@@ -1,5 +1,9 @@
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+import json
 
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from typer.testing import CliRunner
+
+from recengine.cli.main import app
 from recengine_plugins.tensorboard import TensorBoardMonitor
 
 
@@ -21,3 +25,19 @@ def test_no_gpu_memory_scalar_without_cuda(tmp_path):
     monitor.log_scalars(1, {"train/loss": 1.0})
     monitor.close()
     assert EventAccumulator(str(tmp_path)).Reload().Tags()["scalars"] == ["train/loss"]
+
+
+def test_a_training_run_logs_what_the_issue_lists(tmp_path, tiny_recipe):
+    """From a real (tiny) run: training and validation scalars, learning rate, throughput,
+    gradient norm, hparams with final metrics, hardware; and the run's hardware.json."""
+    result = CliRunner().invoke(app, ["train", str(tiny_recipe), "train.epochs=2", 'monitors=[{name="tensorboard"}]',
+                                      "--output-dir", str(tmp_path), "--name", "run"])
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "run"
+    events = EventAccumulator(str(run / "tensorboard"), size_guidance={"tensors": 0}).Reload()
+    scalars = set(events.Tags()["scalars"])
+    assert {"train/loss", "train/lr", "train/grad_norm", "train/samples_per_s", "valid/ndcg@10"} <= scalars, scalars
+    assert "hardware/text_summary" in events.Tags()["tensors"]
+    assert events.PluginTagToContent("hparams"), "hparams summary written"
+    hardware = json.loads((run / "hardware.json").read_text())
+    assert hardware["cpu_name"] and hardware["cpu_count"] >= 1 and hardware["torch"] and hardware["recengine"]
