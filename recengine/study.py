@@ -42,7 +42,6 @@ from rich.console import Console
 
 from recengine import checkpoint
 from recengine.errors import UserError
-from recengine.hardware import hardware_info
 from recengine.plugins import Registry
 from recengine.recipe import _error_lines, apply_overrides, read_toml, resolve
 from recengine.report import row_from_bench, write_report
@@ -174,14 +173,13 @@ def cell_spec(cell: Cell, settings: StudySettings) -> dict[str, Any]:
 def run_cell(cell: Cell, settings: StudySettings, cell_dir: Path, registry: Registry, console: Console) -> dict[str, Any]:
     """Bench (and profile, and train if asked) one cell; return its table row. Raises on failure."""
     from recengine.bench import MEASUREMENT_KEYS, bench_recipe, measurement_warnings
-    from recengine.training import release, resolve_device, train
+    from recengine.training import release, train
 
     # Each phase starts from empty compile caches (see `release`): without this, the cells of a
     # study pile their graphs onto one cache and the later compiled cells silently run eagerly.
     release()
     data = cell_recipe_data(cell)
     recipe = resolve(data, registry, source=f"cell {cell.id}")
-    hardware = hardware_info(resolve_device(recipe.run.device))
     profiler = None
     if settings.profile_active:
         # Profiled right after the timed steps, on the same compiled step, its shapes already run:
@@ -192,7 +190,7 @@ def run_cell(cell: Cell, settings: StudySettings, cell_dir: Path, registry: Regi
     bench = bench_recipe(recipe, settings.bench_steps, settings.bench_warmup, profiler=profiler)
     for line in measurement_warnings(bench):
         console.print(f"  [yellow]warning[/]: {line}")
-    row = row_from_bench({**bench, **hardware}, cell=cell.id, recipe=cell.recipe.name)
+    row = row_from_bench(bench, cell=cell.id, recipe=cell.recipe.name)  # bench records the hardware itself
     row.update({k: bench[k] for k in MEASUREMENT_KEYS if k in bench})  # shared machine? compile gave up?
     if profiler is not None:
         row["self_cpu_ms"] = bench["profile"].get("self_cpu_ms_per_step")
