@@ -98,15 +98,58 @@ def test_unknown_target_is_refused():
         LoRA(LoRAOptions.model_construct(rank=2, alpha=4.0, dropout=0.0, targets=["nope"], merge=False)).adapt(tiny())
 
 
-def test_compile_friendly_forward_under_autocast():
-    model = LoRA(LoRAOptions(rank=4, dropout=0.1)).adapt(tiny()).train()
+@pytest.mark.parametrize("dropout", [0.0, 0.1])
+def test_compile_friendly_forward_under_autocast(dropout):
+    model = LoRA(LoRAOptions(rank=4, dropout=dropout)).adapt(tiny()).train()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = model.encode(tokens())
     assert torch.isfinite(out.float()).all()
 
 
+def test_effective_weight_form_equals_the_textbook_form_with_its_gradients():
+    # Without dropout the layer runs x (W + s B A)^T; with dropout, x W^T + s (x A^T) B^T. In eval
+    # mode dropout is the identity, so the two forms must agree on outputs and every gradient.
+    torch.manual_seed(0)
+    base = torch.nn.Linear(16, 24).requires_grad_(False)  # as LoRA.adapt leaves it
+    layers = [LoRALinear(base, rank=4, alpha=8.0, dropout=p).eval() for p in (0.0, 0.1)]
+    with torch.no_grad():
+        layers[0].lora_b.normal_()
+        layers[1].lora_a.copy_(layers[0].lora_a)
+        layers[1].lora_b.copy_(layers[0].lora_b)
+    x = torch.randn(5, 7, 16)
+    outputs, grads = [], []
+    for layer in layers:
+        xi = x.clone().requires_grad_(True)
+        y = layer(xi)
+        (y * torch.linspace(-1, 1, 24)).sum().backward()
+        outputs.append(y)
+        grads.append((xi.grad, layer.lora_a.grad, layer.lora_b.grad))
+    assert layers[0].drop is None and layers[1].drop is not None
+    torch.testing.assert_close(outputs[0], outputs[1])
+    for merged, textbook in zip(*grads):
+        torch.testing.assert_close(merged, textbook)
+    assert base.weight.grad is None and base.bias.grad is None
+
+
+def test_compiled_effective_weight_matches_eager():
+    # The compiled layer (what a torch-compile run trains) must give eager's outputs and gradients.
+    torch.manual_seed(0)
+    layer = LoRALinear(torch.nn.Linear(16, 24).requires_grad_(False), rank=4, alpha=8.0, dropout=0.0)
+    with torch.no_grad():
+        layer.lora_b.normal_()
+    x = torch.randn(5, 16)
+    results = []
+    for run in (layer, torch.compile(layer, backend="aot_eager", fullgraph=True)):
+        layer.zero_grad()
+        y = run(x)
+        (y * torch.linspace(-1, 1, 24)).sum().backward()
+        results.append((y.detach(), layer.lora_a.grad.clone(), layer.lora_b.grad.clone()))
+    for eager, compiled in zip(*results):
+        torch.testing.assert_close(compiled, eager)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("adapter", [LoRA(LoRAOptions(rank=4, dropout=0.1)), ILoRA(ILoRAOptions(rank=4, experts=2, gate="topk")),
+@pytest.mark.parametrize("adapter", [LoRA(LoRAOptions(rank=4)), LoRA(LoRAOptions(rank=4, dropout=0.1)), ILoRA(ILoRAOptions(rank=4, experts=2, gate="topk")),
                                      ILoRA(ILoRAOptions(rank=4, experts=2, gate_input="encoder"))])
 def test_adapted_encode_traces_without_graph_breaks(adapter):
     model = adapter.adapt(tiny()).train()
