@@ -20,10 +20,8 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-
 from recengine import checkpoint
-from recengine.bench import device_name
+from recengine.hardware import hardware_info
 from recengine.plugins import load_registry
 from recengine.recipe import Recipe, load_recipe
 from recengine.runs import RunDir
@@ -72,7 +70,7 @@ def main() -> None:
                "test_hr@10": results["test"]["model"]["hr@10"], "test_ndcg@10": results["test"]["model"]["ndcg@10"],
                "popularity_test_ndcg@10": results["test"]["popularity"]["ndcg@10"],
                "epochs_run": results["epochs_run"], "best_epoch": results["best_epoch"], "interrupted": interrupted,
-               "device": device_name(resolve_device(recipe.run.device)), "torch": torch.__version__}
+               **hardware_info(resolve_device(recipe.run.device))}  # device, torch, CUDA, commit...
         if args.full_too and recipe.eval.protocol != "full":
             full = evaluate_best(load_recipe(path, registry, args.overrides + ['eval.protocol="full"']), run)
             row.update({"full_protocol": full["protocol"], "full_test_hr@10": full["test"]["model"]["hr@10"],

@@ -20,7 +20,7 @@ import torch
 import torch.distributed as tdist
 
 from recengine import distributed
-from recengine.bench import device_name
+from recengine.hardware import hardware_info
 from recengine.losses import Objective, build_loss
 from recengine.model import count_parameters
 from recengine.plugins import load_registry
@@ -99,7 +99,7 @@ def main() -> None:
                   "gradient_as_bucket_view": not args.no_bucket_view,
                   "global_batch": global_batch, "parameters": parameters,
                   "step_ms": step_s * 1000, "step_ms_mean": mean_s * 1000, "samples_per_s": global_batch / step_s, "peak_memory_mb_per_gpu": peak.item(),
-                  "device": device_name(device), "torch": torch.__version__}
+                  **hardware_info(device)}
         with open(args.out, "a") as f:
             f.write(json.dumps(record) + "\n")
         print(json.dumps(record))
