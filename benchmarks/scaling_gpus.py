@@ -6,6 +6,10 @@ steps, times ``--steps`` steps, and has rank 0 append one JSON line to ``--out``
 median step time, global samples/s, and the largest peak memory over the ranks.
 
     torchrun --standalone --nproc_per_node=2 benchmarks/scaling_gpus.py --shape 130m --batch 256 --out scaling.jsonl
+
+``--trace FILE.json.gz`` then profiles 3 more steps and has rank 0 write their Chrome trace
+(open it in Perfetto: the NCCL kernels after the backward's last kernel are DDP's exposed
+cost) and add the per-step GPU time of NCCL and of all other kernels to its JSON line.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from recengine.plugins import load_registry
 from recengine.recipe import resolve
 from recengine.tasks import training_batches
 from recengine.training import TrainStep, adamw, build_model, load_data, resolve_device
+from recengine_plugins.profilers import kernel_time_ms
 
 SHAPES = {  # plugins/bert4rec.py's named sizes, over the ML-20M-sized synthetic catalog
     "130m": {"hidden": 384, "layers": 4, "heads": 6, "ffn": 1536},
@@ -45,6 +50,21 @@ def recipe_data(shape: str, batch: int, strategy: str, precision: str) -> dict:
     }
 
 
+def traced_kernel_ms(run_step, trace: Path, write: bool, steps: int = 3) -> dict[str, float]:
+    """Profile ``steps`` calls of ``run_step``; the GPU time per step of NCCL kernels and of all
+    others (they overlap, so the two do not add up to the step). ``write``: export the trace."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            run_step()[0].item()
+    events = prof.key_averages()
+    nccl = kernel_time_ms([e for e in events if "nccl" in e.key.lower()]) / steps
+    if write:
+        prof.export_chrome_trace(str(trace))
+    return {"nccl_kernel_ms": nccl, "other_kernel_ms": kernel_time_ms(events) / steps - nccl}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", choices=SHAPES, required=True)
@@ -57,6 +77,7 @@ def main() -> None:
     parser.add_argument("--bucket-cap-mb", type=float, default=25)
     parser.add_argument("--no-bucket-view", action="store_true", help="DDP gradient_as_bucket_view=False (torch's default)")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--trace", type=Path, help="also profile 3 steps; rank 0 writes their Chrome trace here (.json.gz)")
     args = parser.parse_args()
 
     recipe = resolve(recipe_data(args.shape, args.batch, args.strategy, args.precision), load_registry(), "scaling_gpus")
@@ -90,6 +111,7 @@ def main() -> None:
     peak = torch.tensor(torch.cuda.max_memory_allocated(device) / 2**20, device=device)
     if dist.world_size > 1:
         tdist.all_reduce(peak, op=tdist.ReduceOp.MAX)
+    kernels = traced_kernel_ms(lambda: step(next(stream), cfg.lr), args.trace, dist.is_main) if args.trace else {}
     step_s = statistics.median(times)
     mean_s = statistics.fmean(times)
     if dist.is_main:
@@ -99,7 +121,7 @@ def main() -> None:
                   "gradient_as_bucket_view": not args.no_bucket_view,
                   "global_batch": global_batch, "parameters": parameters,
                   "step_ms": step_s * 1000, "step_ms_mean": mean_s * 1000, "samples_per_s": global_batch / step_s, "peak_memory_mb_per_gpu": peak.item(),
-                  **hardware_info(device)}
+                  **kernels, **hardware_info(device)}
         with open(args.out, "a") as f:
             f.write(json.dumps(record) + "\n")
         print(json.dumps(record))

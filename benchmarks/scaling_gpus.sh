@@ -5,7 +5,9 @@
 # >= 3.4x on 4; docs/benchmarks.md). Each round's speed-up is over that round's own 1-GPU run;
 # the summary gives the median speed-up and its range over rounds. 200 timed steps per run.
 # EXTRAS=1 adds, once each, gradients all-reduced in bf16 (distributed.grad_compression) and
-# FSDP2 against DDP at 430M. About 30 s per run: ROUNDS=3 with both shapes is about 9 minutes.
+# FSDP2 against DDP at 430M. TRACE=1 adds one profiled run per shape and GPU count (traces.jsonl
+# with the per-step NCCL and other kernel time, and trace-SHAPE-xN.json.gz to open in Perfetto).
+# About 30 s per run: ROUNDS=3 with both shapes is about 9 minutes.
 #
 #   benchmarks/scaling_gpus.sh [OUT_DIR] [PRECISION]                 # e.g. benchmarks/scaling_gpus.sh scaling amp
 #   ROUNDS=2 SHAPES=430m EXTRAS=1 benchmarks/scaling_gpus.sh scaling amp
@@ -38,6 +40,11 @@ done
 if [ -n "${EXTRAS:-}" ]; then
   for shape in $SHAPES; do for n in 2 4; do run "$OUT/extras.jsonl" "$n" "$shape" ddp --grad-compression bf16; done; done
   [[ " $SHAPES " == *" 430m "* ]] && for n in 1 2 4; do run "$OUT/extras.jsonl" "$n" 430m fsdp2; done
+fi
+if [ -n "${TRACE:-}" ]; then
+  for shape in $SHAPES; do for n in 1 2 4; do
+    run "$OUT/traces.jsonl" "$n" "$shape" ddp --steps 20 --trace "$OUT/trace-$shape-x$n.json.gz"
+  done; done
 fi
 "$PY" - "$OUT" "$ROUNDS" <<'PY'
 import collections, json, statistics, sys, pathlib
