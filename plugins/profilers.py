@@ -230,7 +230,8 @@ class MemorySnapshot:
 def memory_snapshot(options: MemoryProfilerOptions, out_dir: Path) -> MemorySnapshot:
     if not torch.cuda.is_available():
         raise UserError("profiler 'memory' records the CUDA allocator and needs a CUDA GPU; "
-                        "none is available here. On CPU use profiler.name=\"torch\" (it ranks by self CPU time)")
+                        "none is available here. On CPU use the torch profiler (`--profiler torch`, or profiler.name=\"torch\" "
+                        "in the recipe); it ranks by self CPU time")
     return MemorySnapshot(options, out_dir)
 
 

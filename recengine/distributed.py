@@ -19,6 +19,7 @@ Semantics shared by every strategy:
 from __future__ import annotations
 
 import datetime
+import inspect
 import os
 from typing import Any, Callable, Literal, TypeVar
 
@@ -30,6 +31,11 @@ from recengine.errors import UserError
 
 Strategy = Literal["ddp", "fsdp2"]
 T = TypeVar("T")
+
+
+NO_FORWARD_BUFFER_SYNC = ({"forward_sync_buffers": False}
+                          if "forward_sync_buffers" in inspect.signature(nn.parallel.DistributedDataParallel).parameters
+                          else {"broadcast_buffers": False})
 
 
 class Single:
@@ -125,9 +131,10 @@ class Distributed(Single):
                 raise UserError("distributed.grad_compression = \"bf16\" needs CUDA GPUs (NCCL); "
                                 "use \"fp16\" or \"none\" on CPU")
             device_ids = [self.local_rank] if next(objective.parameters()).is_cuda else None
-            # broadcast_buffers=False: nothing in a sequence model changes its buffers, and a
-            # broadcast inside every forward would force evaluation into lockstep too.
-            ddp = nn.parallel.DistributedDataParallel(objective, device_ids=device_ids, broadcast_buffers=False,
+            # No buffer sync in forward: nothing in a sequence model changes its buffers, and a
+            # broadcast inside every forward would force evaluation into lockstep too. torch 2.13
+            # renamed the option (the old name warns there).
+            ddp = nn.parallel.DistributedDataParallel(objective, device_ids=device_ids, **NO_FORWARD_BUFFER_SYNC,
                                                       bucket_cap_mb=bucket_cap_mb,
                                                       gradient_as_bucket_view=gradient_as_bucket_view)
             if grad_compression != "none":

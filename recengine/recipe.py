@@ -10,6 +10,7 @@ Every problem is reported at once, one line each, as ``file: section.key: messag
 
 from __future__ import annotations
 
+import difflib
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -210,12 +211,16 @@ def _loc(loc: tuple) -> str:
     return ".".join(str(part) for part in loc)
 
 
-def _error_lines(source: str, prefix: tuple, err: ValidationError) -> list[str]:
+def _error_lines(source: str, prefix: tuple, err: ValidationError, model: type[BaseModel] | None = None) -> list[str]:
+    """One ``source: section.key: message`` line per error; an unknown key of ``model`` gets the
+    closest known key as a suggestion."""
     lines = []
     for e in err.errors():
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
+            close = difflib.get_close_matches(str(e["loc"][-1]), list(model.model_fields), n=1) if model and len(e["loc"]) == 1 else []
+            msg += f"; did you mean '{close[0]}'?" if close else ""
         elif e["type"] == "missing":
             msg = "required key is missing"
         lines.append(f"{source}: {_loc(prefix + tuple(e['loc']))}: {msg}")
@@ -286,7 +291,7 @@ def resolve(data: dict[str, Any], registry: Registry, source: str = "<recipe>") 
         try:
             return model.model_validate(value)
         except ValidationError as err:
-            errors.extend(_error_lines(source, path, err))
+            errors.extend(_error_lines(source, path, err, model))
             return None
 
     def choose(kind: str, value: Any, path: tuple) -> Choice | None:

@@ -51,12 +51,19 @@ class LoopState:
     skipped_steps: int = 0  # steps skipped by the non-finite guard
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, option: str = "run.device") -> torch.device:
+    """``name`` ('auto', 'cpu', 'cuda', 'cuda:N'...) as a device; ``option`` is where the user
+    wrote it (a recipe key or a CLI flag), named in the error."""
+    use_cpu = f"{option} cpu" if option.startswith("--") else f'{option}="cpu"'
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"run.device: '{name}' asked for, but no CUDA device is available; use run.device=\"cpu\"")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"{option}: '{name}' is not a device; choose auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"{option}: '{name}' asked for, but no CUDA device is available; use {use_cpu}")
+    return device
 
 
 def build_model(recipe: Recipe, num_items: int, run: RunDir | None = None):

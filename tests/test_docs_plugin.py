@@ -41,7 +41,7 @@ def test_the_documented_plugin_installs_and_trains(tmp_path, monkeypatch):
         listed = runner.invoke(app, ["plugins", "list"])
         assert re.search(r"gru\s+│ recengine-gru\s+│ model 'gru'", listed.output), listed.output
         typo = runner.invoke(app, ["recipes", "validate", str(recipe), "--set", "model.hiden=64"])
-        assert typo.exit_code == 1 and f"{recipe}: model.hiden: unknown key" in typo.output
+        assert typo.exit_code == 1 and f"{recipe}: model.hiden: unknown key; did you mean 'hidden'?" in typo.output
         result = runner.invoke(app, ["train", str(recipe), "model.hidden=16", "--output-dir", str(tmp_path), "--name", "gru"])
         assert result.exit_code == 0, result.output
         assert (tmp_path / "gru" / "results.json").exists()

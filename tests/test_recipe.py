@@ -40,7 +40,7 @@ def test_every_problem_reported_at_once_one_line_each(registry, tiny_recipe):
     ]))
     src = str(tiny_recipe)
     assert f"{src}: train.lr: Input should be greater than 0" in lines
-    assert f"{src}: model.layerz: unknown key" in lines
+    assert f"{src}: model.layerz: unknown key; did you mean 'layers'?" in lines
     assert any(re.match(rf"{re.escape(src)}: dataset.name: unknown dataset 'synthetik'. Available: .*synthetic.*Did you mean 'synthetic'", l) for l in lines)
     assert any(l.startswith(f"{src}: eval.metric: ") for l in lines)
     assert any(l.startswith(f"{src}: bogus: unknown section") for l in lines)

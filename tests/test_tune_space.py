@@ -81,7 +81,7 @@ train.lr = { type = "float", low = 1e-4, high = 1e-3, log = true }
     lines = errors_of(lambda: check_space(params, tiny_recipe(), registry, "space.toml"))
     assert len(lines) == 6, lines  # one per bad parameter; train.lr is fine
     expected = {
-        "model.dropoutt": "not a key of this recipe (unknown key)",
+        "model.dropoutt": "not a key of this recipe (unknown key; did you mean 'dropout'?)",
         "model.dropout": "rejects 1.5",
         "train.mask_prob": "rejects 1.2",
         "model.layers": "rejects 0",

@@ -53,9 +53,10 @@ def bench(
             raise UserError(f"--shape '{shape}': unknown; choose one of {', '.join(engine.SHAPES)}")
         base = engine.shape_recipe(base, engine.SHAPES[shape], registry)
         dataset = engine.shape_dataset(engine.SHAPES[shape], users, seed=base.run.seed)
+    # Every setting resolved before the first runs: a typo in the last value fails now, not after the others.
+    settings = [(setting, engine.matrix_recipe(base, setting, registry, overrides)) for setting in engine.parse_matrix(axes)]
     results: list[dict[str, Any]] = []
-    for setting in engine.parse_matrix(axes):
-        chosen = engine.matrix_recipe(base, setting, registry, overrides)
+    for setting, chosen in settings:
         label = ", ".join(f"{k}={v}" for k, v in setting.items()) or "recipe"
         err_console.print(f"bench {label} ...")
         row = engine.bench_recipe(chosen, steps=steps, warmup=warmup, dataset=dataset,

@@ -23,14 +23,15 @@ def _file_options(recipe: Path, overrides: list[str]) -> FileDatasetOptions:
     loaded = load_recipe(recipe, load_registry(), overrides)
     options = loaded.dataset.options
     if not isinstance(options, FileDatasetOptions):
-        raise UserError(f"{recipe}: dataset '{loaded.dataset.name}' is generated, not read from a file: nothing to prepare")
+        raise UserError(f"{recipe}: dataset '{loaded.dataset.name}' is generated, not read from a file; the data commands "
+                        "need a recipe whose dataset reads one (e.g. recipes/bert4rec-ml-latest-small.toml)")
     return options
 
 
 @app.command("prepare", epilog="Example: recengine data prepare recipes/bert4rec-videogames.toml")
 @user_errors
 def prepare(
-    recipe: Path = typer.Argument(..., help="Recipe TOML file whose [dataset] reads a file."),
+    recipe: Path = typer.Argument(..., help="Recipe TOML file whose dataset section reads a file."),
     overrides: Optional[list[str]] = typer.Argument(None, help="section.key=value overrides, e.g. dataset.k_core=5."),
     rebuild: bool = typer.Option(False, "--rebuild", help="Parse the file again even when a cache entry exists."),
 ) -> None:
@@ -48,7 +49,7 @@ def prepare(
 @app.command("stats", epilog="Example: recengine data stats recipes/bert4rec-ml-latest-small.toml")
 @user_errors
 def stats(
-    recipe: Path = typer.Argument(..., help="Recipe TOML file whose [dataset] reads a file."),
+    recipe: Path = typer.Argument(..., help="Recipe TOML file whose dataset section reads a file."),
     overrides: Optional[list[str]] = typer.Argument(None, help="section.key=value overrides."),
 ) -> None:
     """Print users, items, interactions, sequence-length percentiles and density (builds the cache if needed)."""

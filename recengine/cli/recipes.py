@@ -11,6 +11,7 @@ from rich.syntax import Syntax
 from rich.table import Table
 
 from recengine.cli._common import console, user_errors
+from recengine.errors import UserError
 from recengine.model import count_parameters
 from recengine.plugins import load_registry
 from recengine.recipe import load_recipe, read_toml
@@ -22,6 +23,8 @@ app = typer.Typer(help="List, show and validate recipes.", no_args_is_help=True)
 @user_errors
 def list_recipes(directory: Path = typer.Option(Path("recipes"), "--dir", help="Folder of recipe TOML files.")) -> None:
     """List the recipes in a folder with their dataset and model."""
+    if not directory.is_dir():
+        raise UserError(f"--dir {directory}: no such folder; give the folder that holds the recipe TOML files")
     table = Table(title=f"Recipes in {directory}")
     for column in ("recipe", "dataset", "model", "description"):
         table.add_column(column)
@@ -41,7 +44,10 @@ def show(
 ) -> None:
     """Print the resolved recipe (every default filled in) and the model's exact parameter count."""
     loaded = load_recipe(recipe, load_registry(), overrides or [])
-    console.print(Syntax(loaded.to_toml(), "toml"))
+    if console.is_terminal:
+        console.print(Syntax(loaded.to_toml(), "toml"))
+    else:  # piped or redirected: the TOML exactly, never wrapped at the console's width
+        typer.echo(loaded.to_toml())
     num_items = catalog_size or loaded.dataset.build().num_items
     with torch.device("meta"):  # shapes only: counting 430M parameters needs no memory and no init
         model = loaded.model.build(num_items=num_items)
@@ -54,6 +60,16 @@ def validate(recipes: list[Path] = typer.Argument(..., help="Recipe TOML files."
              overrides: list[str] = typer.Option([], "--set", help="section.key=value override (repeatable).")) -> None:
     """Check recipes against the installed plugins; every problem is listed, one per line."""
     registry = load_registry()
-    for path in recipes:
-        load_recipe(path, registry, overrides)
-        console.print(f"{path}: ok")
+    failed = 0
+    for path in recipes:  # every file is checked, whatever the ones before it held
+        try:
+            load_recipe(path, registry, overrides)
+        except UserError as exc:
+            failed += 1
+            for line in str(exc).splitlines():
+                typer.echo(f"error: {line}", err=True)
+        else:
+            console.print(f"{path}: ok")
+    if failed:
+        typer.echo(f"{failed} of {len(recipes)} recipes have problems", err=True)
+        raise typer.Exit(1)

@@ -94,11 +94,16 @@ def recommend(
     unknown item ids and empty histories are rejected with the line that holds them.
     """
     from recengine.inference import load  # torch is imported only once the arguments are fine
+    from recengine.training import resolve_device
 
     if (history is None) == (input is None):
         raise UserError("give exactly one of --history 12,7,99 or --input histories.jsonl")
     if input is not None and output is None:
         raise UserError("--input needs --output recs.jsonl")
+    if history is not None and output is not None:
+        raise UserError("--output writes the recommendations for --input histories.jsonl; with --history they are "
+                        "printed: drop --output")
+    device = str(resolve_device(device, option="--device"))  # the error names the flag, not a recipe key
     if input is not None:
         histories, users, numbers = read_histories(input)
         recommender = load(run_dir, device=device, checkpoint=checkpoint)

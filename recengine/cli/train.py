@@ -40,7 +40,7 @@ def train(
     output_dir: Optional[Path] = typer.Option(None, "--output-dir", help="Parent of the run directory (default: run.output_dir)."),
     name: Optional[str] = typer.Option(None, "--name", help="Run directory name (default: <run.name>-<time>)."),
     nproc: int = typer.Option(0, "--nproc", min=0, help="Data-parallel processes on this machine, launched with torchrun "
-                              "(0: this process alone; [distributed] strategy picks DDP or FSDP2)."),
+                              "(0: this process alone; the recipe's distributed.strategy picks DDP or FSDP2)."),
 ) -> None:
     """Train a model described by a recipe; print validation and test metrics beside the popularity baseline."""
     overrides = list(overrides or [])
@@ -48,6 +48,9 @@ def train(
         launch_torchrun(nproc, recipe, overrides, resume, output_dir, name)
     registry = load_registry()
     if resume is not None:
+        if recipe is not None and "=" not in str(recipe):
+            raise UserError(f"--resume continues {resume} with the recipe saved in it; drop {recipe} "
+                            "(overrides such as train.epochs=30 may follow)")
         if recipe is not None:  # `train --resume RUN a.b=c`: the first override lands in RECIPE
             overrides.insert(0, str(recipe))
         run = RunDir.open(resume)

@@ -230,7 +230,9 @@ def _open_binary(path: Path):
 def sniff(path: Path) -> list[str]:
     """The first complete lines of a file (decompressed), after the fail-fast checks."""
     if not path.exists():
-        raise UserError(f"{path}: file not found (check dataset.path; `recengine data download --help` lists fetchable datasets)")
+        where = "" if path.is_absolute() else f" (a relative dataset.path is read from the current folder: {path.resolve()})"
+        raise UserError(f"{path}: file not found{where}; check dataset.path, or override it with dataset.path=FILE; "
+                        "`recengine data download --help` lists fetchable datasets")
     if not path.is_file():
         raise UserError(f"{path}: not a file (dataset.path must name the interactions file itself)")
     size = path.stat().st_size

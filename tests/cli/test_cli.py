@@ -4,6 +4,7 @@ import json
 import re
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from recengine.cli.main import app
@@ -46,6 +47,23 @@ def test_recommend(trained):
     assert not {"3", "7", "1"} & {item for _, item in ranks}  # history excluded
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--device", "gpu"], "--device: 'gpu' is not a device; choose auto, cpu, cuda or cuda:N"),
+    (["--output", "recs.jsonl"], "with --history they are printed: drop --output"),
+])
+def test_recommend_mistakes_get_one_line_naming_the_flag(trained, args, message):
+    _, _, run, _ = trained
+    result = runner.invoke(app, ["recommend", str(run), "--history", "3,7,1", *args])
+    assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message where no GPU is present")
+def test_recommend_on_cuda_without_a_gpu_names_the_flag_to_use(trained):
+    _, _, run, _ = trained
+    result = runner.invoke(app, ["recommend", str(run), "--history", "3,7,1", "--device", "cuda"])
+    assert result.exit_code == 1 and "use --device cpu" in result.output
+
+
 def test_resume_a_finished_run_is_a_no_op_that_reports(trained):
     _, _, run, _ = trained
     result = runner.invoke(app, ["train", "--resume", str(run)])
@@ -58,6 +76,12 @@ def _one_error(result, pattern):
     assert "Traceback" not in result.output
     lines = [l for l in result.output.splitlines() if l.strip()]
     assert len(lines) == 1 and re.search(pattern, lines[0]), result.output
+
+
+def test_resume_with_a_recipe_says_to_drop_it(trained):
+    _, recipe, run, _ = trained
+    result = runner.invoke(app, ["train", str(recipe), "--resume", str(run)])
+    assert result.exit_code == 1 and f"drop {recipe}" in result.output
 
 
 def test_unknown_item_in_history(trained):

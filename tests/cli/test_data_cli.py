@@ -37,7 +37,7 @@ def test_bad_line_is_one_error_line_with_file_and_line(tmp_path):
 
 def test_synthetic_recipe_has_nothing_to_prepare():
     result = runner.invoke(app, ["data", "prepare", "recipes/quickstart.toml"])
-    assert result.exit_code == 1 and "nothing to prepare" in result.output
+    assert result.exit_code == 1 and "is generated, not read from a file" in result.output
 
 
 def test_download_help_lists_the_datasets():

@@ -1,0 +1,33 @@
+"""`recengine recipes list|show|validate` from a user's side."""
+
+import tomllib
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from recengine.cli.main import app
+
+runner = CliRunner()
+QUICKSTART = Path(__file__).parents[2] / "recipes" / "quickstart.toml"
+
+
+def test_validate_checks_every_file_and_fails_if_any_fails(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[train]\nepochs = "many"\n')
+    result = runner.invoke(app, ["recipes", "validate", str(tmp_path / "missing.toml"), str(QUICKSTART), str(bad)])
+    assert result.exit_code == 1
+    assert "missing.toml" in result.output and f"{QUICKSTART}: ok" in result.output and "train.epochs" in result.output
+    assert "2 of 3 recipes have problems" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_show_piped_is_the_exact_toml_whatever_its_line_length():
+    result = runner.invoke(app, ["recipes", "show", str(QUICKSTART), "run.name=" + "x" * 150, "--catalog-size", "400"])
+    assert result.exit_code == 0, result.output
+    text = result.output.split("parameters:")[0]
+    assert tomllib.loads(text)["run"]["name"] == "x" * 150  # not wrapped at 80 columns
+
+
+def test_list_of_a_missing_folder_is_an_error(tmp_path):
+    result = runner.invoke(app, ["recipes", "list", "--dir", str(tmp_path / "nope")])
+    assert result.exit_code == 1 and "no such folder" in result.output
