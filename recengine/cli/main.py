@@ -22,6 +22,20 @@ app.command(epilog=study.EXAMPLES)(study.study)
 app.command(epilog=report.EXAMPLES)(report.report)
 app.command(epilog=tensorboard.EXAMPLES)(tensorboard.tensorboard)
 app.command(epilog=tune.EXAMPLES)(tune.tune)
+
+
+@app.callback(invoke_without_command=True)
+def _version(version: bool = typer.Option(False, "--version", help="Print the recengine and torch versions and exit.",
+                                          is_eager=True)) -> None:
+    if version:
+        import torch
+
+        import recengine
+
+        typer.echo(f"recengine {recengine.__version__} (torch {torch.__version__})")
+        raise typer.Exit()
+
+
 app.add_typer(recipes.app, name="recipes")
 app.add_typer(plugins.app, name="plugins")
 app.add_typer(data.app, name="data")

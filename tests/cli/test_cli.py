@@ -132,6 +132,11 @@ def test_every_command_help_has_an_example():
         assert result.exit_code == 0 and "xample" in result.output, args
 
 
+def test_version():
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.startswith("recengine ") and f"torch {torch.__version__}" in result.output
+
+
 def test_plugins_list_shows_distributions():
     result = runner.invoke(app, ["plugins", "list"])
     assert result.exit_code == 0
