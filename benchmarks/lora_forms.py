@@ -2,7 +2,7 @@
 
 A LoRA layer without adapter dropout computes x (W + s B A)^T; the textbook form computes
 x W^T + s (x A^T) B^T. They are the same function, but under bf16 autocast the effective
-weight is rounded to bf16 as a whole, where the textbook form rounds only its output. This
+weight is rounded to bf16 as a whole, where the textbook form never rounds W + s B A. This
 trains the quickstart base (recipes/quickstart.toml), then LoRA on its later period
 (recipes/adapt-lora.toml) once per form, same seed and precision, and prints validation
 NDCG@10 after every epoch and the test NDCG@10 of each best checkpoint.
@@ -57,6 +57,8 @@ def main() -> None:
     print(f"base: test NDCG@10 {train(base, base_run, console=quiet)['test']['model']['ndcg@10']:.4f}")
 
     adapted = load_recipe("recipes/adapt-lora.toml", registry, [*common, f"init.from_run={base_run.path}", *args.overrides])
+    if adapted.adapter.name != "lora" or adapted.adapter.options.dropout:
+        parser.error("compares the two forms of LoRA without adapter dropout: keep adapter.name=lora, adapter.dropout=0")
     curves, tests = {}, {}
     effective_forward = LoRALinear.forward
     for form, forward in (("effective weight", effective_forward), ("textbook", textbook_forward)):

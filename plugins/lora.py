@@ -11,11 +11,16 @@ forward forms W + (alpha/rank) B A (one small addmm on [out, in]) and runs one m
 tokens, as the frozen layer does; backward adds the weight-gradient matmul dy^T x and two small
 products for dA and dB. The textbook form, x W^T + ((x A^T) B^T), costs six skinny matmuls and
 an add per layer, each a full pass over the [tokens, hidden] activations: at the 130M shape on
-an H100 with CUDA graphs, 1.62x the frozen step against this form's 1.32x (docs/benchmarks.md).
+an H100 with CUDA graphs, 1.58x the frozen step against this form's 1.32x (docs/benchmarks.md).
 Under bf16 autocast the effective weight is rounded to bf16, as autocast rounds any fp32
 weight. Adapter dropout (``dropout`` > 0) applies to the adapter's input alone, which only the
-textbook form can express, so that form is used then. No data-dependent Python control flow:
-it composes with autocast and torch.compile.
+textbook form can express, so that form is used when training with it. No data-dependent
+Python control flow: it composes with autocast and torch.compile.
+
+Memory: each adapted layer keeps its effective weight for the backward. Under autocast that
+costs nothing extra (a frozen layer keeps its autocast copy of W too); in fp32 it is one more
+copy of each adapted weight, and under FSDP2 without autocast that copy is unsharded. Use
+`amp` there (or adapter dropout, which keeps the textbook form).
 """
 
 from __future__ import annotations
@@ -87,7 +92,7 @@ class LoRALinear(nn.Linear):
         self.drop = nn.Dropout(dropout) if dropout > 0 else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.drop is not None:  # fixed at build time: compile sees one branch
+        if self.drop is not None and self.training:  # dropout is fixed at build time; dynamo guards on training
             return add_low_rank(F.linear(x, self.weight, self.bias), F.linear(self.drop(x), self.lora_a), self.lora_b, self.scale)
         return F.linear(x, self.effective_weight(), self.bias)
 
@@ -99,7 +104,7 @@ class LoRALinear(nn.Linear):
         """A plain nn.Linear with W + scale * B A; computed in float32, stored in the base dtype."""
         linear = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None,
                            device=self.weight.device, dtype=self.weight.dtype)
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast(self.weight.device.type, enabled=False):  # float32 even inside autocast
             linear.weight.copy_(torch.addmm(self.weight.float(), self.lora_b.float(), self.lora_a.float(), alpha=self.scale))
             if self.bias is not None:
                 linear.bias.copy_(self.bias)

@@ -99,19 +99,27 @@ def test_unknown_target_is_refused():
 
 
 @pytest.mark.parametrize("dropout", [0.0, 0.1])
-def test_compile_friendly_forward_under_autocast(dropout):
-    model = LoRA(LoRAOptions(rank=4, dropout=dropout)).adapt(tiny()).train()
+def test_forward_under_autocast_follows_fp32(dropout):
+    model = LoRA(LoRAOptions(rank=4, dropout=dropout)).adapt(tiny())
+    perturb_adapters(model)
+    model.eval() if dropout == 0 else model.train().apply(lambda m: setattr(m, "p", 0.0) if isinstance(m, torch.nn.Dropout) else None)
+    real = slice(3, None)  # tokens() left-pads 3 positions, whose outputs mean nothing
+    expected = model.encode(tokens())[:, real]
+    base = tiny().eval().encode(tokens())[:, real]
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = model.encode(tokens())
-    assert torch.isfinite(out.float()).all()
+        out = model.encode(tokens()).float()[:, real]
+    # bf16 rounding moves the output far less than the adapters do: they are applied under autocast
+    assert (out - expected).abs().mean() < 0.1 * (out - base).abs().mean()
 
 
-def test_effective_weight_form_equals_the_textbook_form_with_its_gradients():
-    # Without dropout the layer runs x (W + s B A)^T; with dropout, x W^T + s (x A^T) B^T. In eval
-    # mode dropout is the identity, so the two forms must agree on outputs and every gradient.
+@pytest.mark.parametrize("bias", [True, False])
+def test_effective_weight_form_equals_the_textbook_form_with_its_gradients(bias):
+    # Without dropout the layer runs x (W + s B A)^T; training with dropout, x W^T + s (drop(x) A^T) B^T.
+    # With the dropout probability at 0 the two forms must agree on outputs and every gradient.
     torch.manual_seed(0)
-    base = torch.nn.Linear(16, 24).requires_grad_(False)  # as LoRA.adapt leaves it
-    layers = [LoRALinear(base, rank=4, alpha=8.0, dropout=p).eval() for p in (0.0, 0.1)]
+    base = torch.nn.Linear(16, 24, bias=bias).requires_grad_(False)  # as LoRA.adapt leaves it
+    layers = [LoRALinear(base, rank=4, alpha=8.0, dropout=p) for p in (0.0, 0.1)]
+    layers[1].drop.p = 0.0  # training mode keeps the textbook form; no dropout keeps it comparable
     with torch.no_grad():
         layers[0].lora_b.normal_()
         layers[1].lora_a.copy_(layers[0].lora_a)
@@ -128,7 +136,7 @@ def test_effective_weight_form_equals_the_textbook_form_with_its_gradients():
     torch.testing.assert_close(outputs[0], outputs[1])
     for merged, textbook in zip(*grads):
         torch.testing.assert_close(merged, textbook)
-    assert base.weight.grad is None and base.bias.grad is None
+    assert base.weight.grad is None and (base.bias is None or base.bias.grad is None)
 
 
 def test_compiled_effective_weight_matches_eager():
