@@ -71,5 +71,6 @@ def validate(recipes: list[Path] = typer.Argument(..., help="Recipe TOML files."
         else:
             console.print(f"{path}: ok")
     if failed:
-        typer.echo(f"{failed} of {len(recipes)} recipes have problems", err=True)
+        if len(recipes) > 1:  # one recipe: its own lines say it all
+            typer.echo(f"{failed} of {len(recipes)} recipes have problems", err=True)
         raise typer.Exit(1)
