@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import shutil
 from pathlib import Path
 
 import torch
@@ -25,21 +24,14 @@ from rich.console import Console
 
 from recengine.plugins import load_registry
 from recengine.recipe import load_recipe
-from recengine.runs import RunDir
 from recengine.training import train
 from recengine_plugins.lora import LoRALinear, add_low_rank
+
+from adaptation import fresh_run  # a sibling script: benchmarks/ is on sys.path when run as a script
 
 
 def textbook_forward(self: LoRALinear, x: torch.Tensor) -> torch.Tensor:
     return add_low_rank(F.linear(x, self.weight, self.bias), F.linear(x, self.lora_a), self.lora_b, self.scale)
-
-
-def fresh_run(path: Path, recipe) -> RunDir:
-    shutil.rmtree(path, ignore_errors=True)
-    path.mkdir(parents=True)
-    run = RunDir(path)
-    run.recipe.write_text(recipe.to_toml())
-    return run
 
 
 def main() -> None:
@@ -52,13 +44,12 @@ def main() -> None:
     registry, quiet = load_registry(), Console(file=io.StringIO())
     common = [f"run.device={args.device}", f"precision.name={args.precision}"]
 
+    adapted = load_recipe("recipes/adapt-lora.toml", registry, [*common, f"init.from_run={args.out / 'base'}", *args.overrides])
+    if adapted.adapter.name != "lora" or adapted.adapter.options.dropout:
+        parser.error("compares the two forms of LoRA without adapter dropout: keep adapter.name=lora, adapter.dropout=0")
     base = load_recipe("recipes/quickstart.toml", registry, common)
     base_run = fresh_run(args.out / "base", base)
     print(f"base: test NDCG@10 {train(base, base_run, console=quiet)['test']['model']['ndcg@10']:.4f}")
-
-    adapted = load_recipe("recipes/adapt-lora.toml", registry, [*common, f"init.from_run={base_run.path}", *args.overrides])
-    if adapted.adapter.name != "lora" or adapted.adapter.options.dropout:
-        parser.error("compares the two forms of LoRA without adapter dropout: keep adapter.name=lora, adapter.dropout=0")
     curves, tests = {}, {}
     effective_forward = LoRALinear.forward
     for form, forward in (("effective weight", effective_forward), ("textbook", textbook_forward)):
