@@ -31,8 +31,16 @@ def list_recipes(directory: Path = typer.Option(Path("recipes"), "--dir", help="
     for path in sorted(directory.glob("*.toml")):
         data = read_toml(path)
         table.add_row(path.name, data.get("dataset", {}).get("name", "?"), data.get("model", {}).get("name", "?"),
-                      data.get("run", {}).get("name", ""))
+                      first_comment(path) or data.get("run", {}).get("name", ""))
     console.print(table)
+
+
+def first_comment(path: Path) -> str:
+    """A recipe's description: its first comment line (recipes open with one)."""
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("#") and line.strip("# "):
+            return line.lstrip("#").strip()
+    return ""
 
 
 @app.command("show", epilog="Example: recengine recipes show recipes/quickstart.toml model.layers=4 --catalog-size 160054")

@@ -31,3 +31,10 @@ def test_show_piped_is_the_exact_toml_whatever_its_line_length():
 def test_list_of_a_missing_folder_is_an_error(tmp_path):
     result = runner.invoke(app, ["recipes", "list", "--dir", str(tmp_path / "nope")])
     assert result.exit_code == 1 and "no such folder" in result.output
+
+
+def test_list_describes_each_recipe_by_its_first_comment():
+    result = runner.invoke(app, ["recipes", "list", "--dir", str(QUICKSTART.parent)])
+    assert result.exit_code == 0
+    first = next(line for line in QUICKSTART.read_text().splitlines() if line.startswith("#")).lstrip("# ")
+    assert first.split()[0] in result.output and "quickstart.toml" in result.output  # the cell may wrap after a word
