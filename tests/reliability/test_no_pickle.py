@@ -6,12 +6,12 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-SOURCE_DIRS = ["recengine", "plugins", "benchmarks", "tests", "scripts"]
+SOURCE_DIRS = ["recengine", "plugins", "benchmarks", "tests"]
 UNSAFE_MODULES = {"pickle", "cPickle", "dill", "cloudpickle", "joblib", "shelve", "marshal"}
 
 
 def python_files() -> list[Path]:
-    return [f for d in SOURCE_DIRS if (ROOT / d).is_dir() for f in sorted((ROOT / d).rglob("*.py"))]
+    return [f for d in SOURCE_DIRS for f in sorted((ROOT / d).rglob("*.py"))]
 
 
 def unsafe_calls(source: str) -> list[str]:
