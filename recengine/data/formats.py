@@ -19,6 +19,7 @@ import gzip
 import io
 import json
 import re
+import warnings
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -107,6 +108,14 @@ class CsvFormat(Format):
         return _to_interactions(table, self.time_scale)
 
 
+def _literal(line: str):
+    # Review text such as "C:\pictures" is an unknown escape to Python's parser: still a valid
+    # string, but it warns once per line, and this runs line by line over a damaged file.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", (DeprecationWarning, SyntaxWarning))
+        return ast.literal_eval(line)
+
+
 @dataclass(frozen=True)
 class JsonFormat(Format):
     fields: tuple[str, str, str, str] = ("reviewerID", "asin", "overall", "unixReviewTime")  # user, item, rating, time
@@ -115,7 +124,7 @@ class JsonFormat(Format):
     def parse_line(self, line: str) -> dict | None:
         """The four needed fields of one line, normalised, or None when the line is bad."""
         try:
-            record = ast.literal_eval(line) if self.literal else json.loads(line)
+            record = _literal(line) if self.literal else json.loads(line)
         except (ValueError, SyntaxError, MemoryError, RecursionError, TypeError):
             return None
         if not isinstance(record, dict):

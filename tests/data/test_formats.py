@@ -1,6 +1,7 @@
 """Every format from tiny fixtures written here; bad input gives one UserError line or a counted skip."""
 
 import gzip
+import warnings
 
 import numpy as np
 import pytest
@@ -151,3 +152,13 @@ def test_truncated_gzip_is_one_line(tmp_path):
     path.write_bytes(whole[: len(whole) // 2])
     with pytest.raises(UserError, match="cut.json.gz: cannot read it"):
         read_interactions(path, "auto", family)
+
+
+def test_python_literal_lines_with_unknown_escapes_parse_without_warnings():
+    # Review text like "C:\pictures" is an unknown escape to Python's parser; the line-by-line
+    # scan of a damaged 2014 file must not warn once per such line.
+    line = "{'reviewerID': 'A1', 'asin': 'B1', 'overall': 5.0, 'unixReviewTime': 1, 'reviewText': 'C:\\pictures'}"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        parsed = FORMATS["amazon-json-literal"].parse_line(line)
+    assert parsed == {"user": "A1", "item": "B1", "rating": 5.0, "time": 1}
