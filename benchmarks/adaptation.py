@@ -160,7 +160,7 @@ def main() -> None:
     frozen = recipe(size, args.device, periods["later"], "later", **later)
     dataset, split = load_data(frozen)
     model, _ = build_model(frozen, dataset.num_items)
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, option="--device")
     results = evaluate_splits(frozen, model.to(device).eval(), split, ["valid", "test"],
                               frozen.precision.build(device=device), device, quiet)
     print(f"later period: {split.train.num_users} training users ({len(split.train.items):,} interactions), "

@@ -133,7 +133,8 @@ class Distributed(Single):
             device_ids = [self.local_rank] if next(objective.parameters()).is_cuda else None
             # No buffer sync in forward: nothing in a sequence model changes its buffers, and a
             # broadcast inside every forward would force evaluation into lockstep too. torch 2.13
-            # renamed the option (the old name warns there).
+            # renamed the option (the old name warns there); the new one still copies rank 0's
+            # buffers once at construction, which is harmless while buffers are built alike.
             ddp = nn.parallel.DistributedDataParallel(objective, device_ids=device_ids, **NO_FORWARD_BUFFER_SYNC,
                                                       bucket_cap_mb=bucket_cap_mb,
                                                       gradient_as_bucket_view=gradient_as_bucket_view)

@@ -60,9 +60,14 @@ def resolve_device(name: str, option: str = "run.device") -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise UserError(f"{option}: '{name}' is not a device; choose auto, cpu, cuda or cuda:N") from None
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):  # what the engine runs on
+        raise UserError(f"{option}: '{name}' is not a device recengine runs on; choose auto, cpu, cuda or cuda:N")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"{option}: '{name}' asked for, but no CUDA device is available; use {use_cpu}")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise UserError(f"{option}: '{name}' asked for, but this machine has {torch.cuda.device_count()} GPU(s): "
+                        f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
     return device
 
 

@@ -47,14 +47,13 @@ def bench(
     overrides = [a for a in extra if "." in a.partition("=")[0]]
     registry = load_registry()
     base = load_recipe(recipe, registry)  # overrides come last, after --shape and the matrix's plugin choices
-    dataset = None
     if shape is not None:
         if shape not in engine.SHAPES:
             raise UserError(f"--shape '{shape}': unknown; choose one of {', '.join(engine.SHAPES)}")
         base = engine.shape_recipe(base, engine.SHAPES[shape], registry)
-        dataset = engine.shape_dataset(engine.SHAPES[shape], users, seed=base.run.seed)
-    # Every setting resolved before the first runs: a typo in the last value fails now, not after the others.
+    # Every setting resolved before anything runs: a typo in the last value fails now, not after the others.
     settings = [(setting, engine.matrix_recipe(base, setting, registry, overrides)) for setting in engine.parse_matrix(axes)]
+    dataset = engine.shape_dataset(engine.SHAPES[shape], users, seed=base.run.seed) if shape is not None else None
     results: list[dict[str, Any]] = []
     for setting, chosen in settings:
         label = ", ".join(f"{k}={v}" for k, v in setting.items()) or "recipe"

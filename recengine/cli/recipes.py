@@ -24,7 +24,7 @@ app = typer.Typer(help="List, show and validate recipes.", no_args_is_help=True)
 def list_recipes(directory: Path = typer.Option(Path("recipes"), "--dir", help="Folder of recipe TOML files.")) -> None:
     """List the recipes in a folder with their dataset and model."""
     if not directory.is_dir():
-        raise UserError(f"--dir {directory}: no such folder; give the folder that holds the recipe TOML files")
+        raise UserError(f"--dir {directory}: not a folder; give the folder that holds the recipe TOML files")
     table = Table(title=f"Recipes in {directory}")
     for column in ("recipe", "dataset", "model", "description"):
         table.add_column(column)
@@ -38,7 +38,9 @@ def list_recipes(directory: Path = typer.Option(Path("recipes"), "--dir", help="
 def first_comment(path: Path) -> str:
     """A recipe's description: its first comment line (recipes open with one)."""
     for line in path.read_text(encoding="utf-8").splitlines():
-        if line.startswith("#") and line.strip("# "):
+        if not line.startswith("#"):
+            return ""  # only the comment block the file opens with describes it
+        if line.strip("# "):
             return line.lstrip("#").strip()
     return ""
 
@@ -52,14 +54,15 @@ def show(
 ) -> None:
     """Print the resolved recipe (every default filled in) and the model's exact parameter count."""
     loaded = load_recipe(recipe, load_registry(), overrides or [])
-    if console.is_terminal:
-        console.print(Syntax(loaded.to_toml(), "toml"))
-    else:  # piped or redirected: the TOML exactly, never wrapped at the console's width
-        typer.echo(loaded.to_toml())
     num_items = catalog_size or loaded.dataset.build().num_items
     with torch.device("meta"):  # shapes only: counting 430M parameters needs no memory and no init
         model = loaded.model.build(num_items=num_items)
-    console.print(f"parameters: {count_parameters(model):,} at a catalog of {num_items:,} items")
+    count = f"parameters: {count_parameters(model):,} at a catalog of {num_items:,} items"
+    if console.is_terminal:
+        console.print(Syntax(loaded.to_toml(), "toml"))
+        console.print(count)
+    else:  # piped or redirected: exactly the TOML, never wrapped at the console's width, the count as a comment
+        typer.echo(loaded.to_toml().rstrip("\n") + f"\n\n# {count}")
 
 
 @app.command("validate", epilog="Example: recengine recipes validate recipes/*.toml")

@@ -44,15 +44,18 @@ def train(
 ) -> None:
     """Train a model described by a recipe; print validation and test metrics beside the popularity baseline."""
     overrides = list(overrides or [])
+    if resume is not None and recipe is not None:
+        # `train --resume RUN a.b=c` puts the first override in RECIPE; a recipe file there is a mistake.
+        key = str(recipe).partition("=")[0]
+        if recipe.is_file() or ("=" not in str(recipe) or "/" in key) and recipe.suffix == ".toml":
+            raise UserError(f"--resume continues {resume} with the recipe saved in it; drop {recipe} "
+                            "(overrides such as train.epochs=30 may follow)")
+        overrides.insert(0, str(recipe))
+        recipe = None
     if nproc:
         launch_torchrun(nproc, recipe, overrides, resume, output_dir, name)
     registry = load_registry()
     if resume is not None:
-        if recipe is not None and "=" not in str(recipe):
-            raise UserError(f"--resume continues {resume} with the recipe saved in it; drop {recipe} "
-                            "(overrides such as train.epochs=30 may follow)")
-        if recipe is not None:  # `train --resume RUN a.b=c`: the first override lands in RECIPE
-            overrides.insert(0, str(recipe))
         run = RunDir.open(resume)
         loaded = load_run_recipe(run, registry, overrides)
     else:

@@ -48,7 +48,8 @@ def test_recommend(trained):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--device", "gpu"], "--device: 'gpu' is not a device; choose auto, cpu, cuda or cuda:N"),
+    (["--device", "gpu"], "--device: 'gpu' is not a device recengine runs on; choose auto, cpu, cuda or cuda:N"),
+    (["--device", "meta"], "--device: 'meta' is not a device recengine runs on"),
     (["--output", "recs.jsonl"], "with --history they are printed: drop --output"),
 ])
 def test_recommend_mistakes_get_one_line_naming_the_flag(trained, args, message):
@@ -80,8 +81,12 @@ def _one_error(result, pattern):
 
 def test_resume_with_a_recipe_says_to_drop_it(trained):
     _, recipe, run, _ = trained
-    result = runner.invoke(app, ["train", str(recipe), "--resume", str(run)])
-    assert result.exit_code == 1 and f"drop {recipe}" in result.output
+    for nproc in ([], ["--nproc", "2"]):  # refused before any torchrun is launched
+        result = runner.invoke(app, ["train", str(recipe), "--resume", str(run), *nproc])
+        assert result.exit_code == 1 and f"drop {recipe}" in result.output, result.output
+    # an override whose value ends in .toml is still an override (a missing key of this recipe here)
+    result = runner.invoke(app, ["train", "dataset.path=x.toml", "--resume", str(run)])
+    assert "drop" not in result.output and "dataset.path" in result.output
 
 
 def test_unknown_item_in_history(trained):
