@@ -211,15 +211,26 @@ def _loc(loc: tuple) -> str:
     return ".".join(str(part) for part in loc)
 
 
+def _model_at(model: type[BaseModel] | None, loc: tuple) -> type[BaseModel] | None:
+    """The pydantic model that validates the table at ``loc`` inside ``model`` (None if not one)."""
+    for part in loc:
+        field = model.model_fields.get(part) if model is not None and isinstance(part, str) else None
+        model = field.annotation if field is not None else None
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return None
+    return model
+
+
 def _error_lines(source: str, prefix: tuple, err: ValidationError, model: type[BaseModel] | None = None) -> list[str]:
-    """One ``source: section.key: message`` line per error; an unknown key of ``model`` gets the
-    closest known key as a suggestion."""
+    """One ``source: section.key: message`` line per error; an unknown key of a table that
+    ``model`` describes gets the closest known key as a suggestion."""
     lines = []
     for e in err.errors():
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
-            close = difflib.get_close_matches(str(e["loc"][-1]), list(model.model_fields), n=1) if model and len(e["loc"]) == 1 else []
+            table = _model_at(model, tuple(e["loc"][:-1]))
+            close = difflib.get_close_matches(str(e["loc"][-1]), list(table.model_fields), n=1) if table else []
             msg += f"; did you mean '{close[0]}'?" if close else ""
         elif e["type"] == "missing":
             msg = "required key is missing"

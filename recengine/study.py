@@ -125,7 +125,7 @@ def load_study(path: str | Path) -> Study:
     try:
         settings = StudyFile.model_validate(data)
     except ValidationError as err:
-        raise UserError("\n".join(_error_lines(str(path), (), err))) from None
+        raise UserError("\n".join(_error_lines(str(path), (), err, StudyFile))) from None
     cells = []
     for recipe in settings.recipes:
         recipe_path = (path.parent / recipe.recipe).resolve()

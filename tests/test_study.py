@@ -33,7 +33,7 @@ def test_cells_are_the_matrix_product(tmp_path):
 def test_study_file_mistakes_are_one_line_each(tmp_path):
     path = tmp_path / "bad.toml"
     path.write_text('[study]\nname = "x"\nbench_stepz = 3\n[[recipes]]\nname = "a"\nrecipe = "missing.toml"\n')
-    with pytest.raises(UserError, match=r"bad.toml: study.bench_stepz: unknown key"):
+    with pytest.raises(UserError, match=r"bad.toml: study.bench_stepz: unknown key; did you mean 'bench_steps'\?"):
         load_study(path)
     path.write_text('[study]\nname = "x"\n[[recipes]]\nname = "a"\nrecipe = "missing.toml"\n')
     with pytest.raises(UserError, match="missing.toml not found"):
