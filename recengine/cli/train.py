@@ -73,10 +73,25 @@ def train(
             atomic_write_text(run.recipe, loaded.to_toml())
     if os.environ.get("RANK", "0") != "0":
         run_training(loaded, run, resume=resume is not None, console=err_console)
-        return
+        leave_torchrun_worker()
     results = run_training(loaded, run, resume=resume is not None, console=err_console)
     console.print(metrics_table(results, ["valid", "test"], loaded.eval.ks))
     console.print(f"best epoch {results['best_epoch']} of {results['epochs_run']}; run saved in {run.path}")
+    if "WORLD_SIZE" in os.environ:
+        leave_torchrun_worker()
+
+
+def leave_torchrun_worker() -> None:
+    """End a torchrun worker whose run is finished and written, skipping interpreter teardown.
+
+    On CPU (gloo) a rank that had finished everything, process group destroyed, sometimes aborted
+    during teardown ("terminate called without an active exception", SIGABRT: gloo's worker
+    threads can hold work whose tensors outlive the interpreter; pytorch PR 179291), and torchrun
+    then reported the finished run as failed. Checkpoints, metrics and results are written and
+    TensorBoard closed by then; only the streams need flushing."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def launch_torchrun(nproc: int, recipe, overrides: list[str], resume, output_dir, name) -> None:
