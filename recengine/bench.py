@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import platform
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -114,12 +113,6 @@ def matrix_recipe(recipe: Recipe, setting: dict[str, str], registry, overrides: 
         else:
             data[key] = {"name": value}  # a different plugin: its own default options
     return resolve(apply_overrides(data, dotted), registry, recipe.source)
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return platform.processor() or platform.machine() or "cpu"
 
 
 def peaks(name: str) -> tuple[float, float, float] | None:
@@ -349,7 +342,7 @@ def bench_steps(model, step: TrainStep, batches: ClozeBatches, steps: int, warmu
 
     flops = [train_flops(model, b) for b in timed]
     flops_per_step = statistics.mean(flops) if flops[0] is not None else None
-    peak = peaks(device_name(device)) if device.type == "cuda" else None
+    peak = peaks(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
     peak_tflops = (peak[0] if low_precision else peak[1]) if peak else None
     optimizer_bytes = ADAMW_BYTES_PER_PARAM * count_parameters(model, trainable_only=True)
     return {
