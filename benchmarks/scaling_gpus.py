@@ -30,7 +30,7 @@ from recengine.model import count_parameters
 from recengine.plugins import load_registry
 from recengine.recipe import resolve
 from recengine.tasks import training_batches
-from recengine.training import TrainStep, adamw, build_model, load_data, resolve_device
+from recengine.training import TrainStep, adamw, build_model, exchanged_table, load_data, resolve_device
 from recengine_plugins.profilers import kernel_time_ms
 
 SHAPES = {  # plugins/bert4rec.py's named sizes, over the ML-20M-sized synthetic catalog
@@ -74,6 +74,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--grad-compression", choices=["none", "bf16", "fp16"], default="none", help="DDP comm hook")
+    parser.add_argument("--input-grads", choices=["all-reduce", "touched-rows"], default="all-reduce",
+                        help="distributed.input_embedding_grads: how the input item table's gradient is averaged")
     parser.add_argument("--bucket-cap-mb", type=float, default=25)
     parser.add_argument("--no-bucket-view", action="store_true", help="DDP gradient_as_bucket_view=False (torch's default)")
     parser.add_argument("--out", type=Path, required=True)
@@ -92,7 +94,8 @@ def main() -> None:
     cfg = recipe.train
     objective = dist.wrap(Objective(model, build_loss(model, cfg, split.train.item_counts())),
                           bucket_cap_mb=args.bucket_cap_mb, gradient_as_bucket_view=not args.no_bucket_view,
-                          grad_compression=args.grad_compression)
+                          grad_compression=args.grad_compression,
+                          **exchanged_table(model, args.input_grads, cfg.batch_size, cfg.batch_size_is, dist.world_size))
     step = TrainStep(model, adamw(model, cfg.lr, cfg.weight_decay, cfg.betas, device), recipe.precision.build(device=device),
                      recipe.compiler.build(), cfg, dist=dist, objective=objective)
     global_batch = distributed.global_batch_size(cfg.batch_size, cfg.batch_size_is, dist.world_size)
@@ -117,7 +120,7 @@ def main() -> None:
     if dist.is_main:
         record = {"shape": args.shape, "strategy": args.strategy, "gpus": dist.world_size, "precision": args.precision,
                   "batch_per_gpu": args.batch,
-                  "grad_compression": args.grad_compression, "bucket_cap_mb": args.bucket_cap_mb,
+                  "grad_compression": args.grad_compression, "input_grads": args.input_grads, "bucket_cap_mb": args.bucket_cap_mb,
                   "gradient_as_bucket_view": not args.no_bucket_view,
                   "global_batch": global_batch, "parameters": parameters,
                   "step_ms": step_s * 1000, "step_ms_mean": mean_s * 1000, "samples_per_s": global_batch / step_s, "peak_memory_mb_per_gpu": peak.item(),

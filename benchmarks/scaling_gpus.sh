@@ -4,6 +4,8 @@
 # 1-GPU baseline moves between runs as much as the gap to the targets (>= 1.8x on 2 GPUs,
 # >= 3.4x on 4; docs/benchmarks.md). Each round's speed-up is over that round's own 1-GPU run;
 # the summary gives the median speed-up and its range over rounds. 200 timed steps per run.
+# ROWS=1 adds, in every round, 2 and 4 GPUs with the input item table's gradient exchanged as
+# touched rows (distributed.input_embedding_grads = "touched-rows") beside plain DDP.
 # EXTRAS=1 adds, once each, gradients all-reduced in bf16 (distributed.grad_compression) and
 # FSDP2 against DDP at 430M. TRACE=1 adds one profiled run per shape and GPU count (traces.jsonl
 # with the per-step NCCL and other kernel time, and trace-SHAPE-xN.json.gz to open in Perfetto).
@@ -34,7 +36,10 @@ if compgen -G "$OUT/round-*.jsonl" > /dev/null; then echo "$OUT already holds a 
 ROUNDS=${ROUNDS:-3}
 for round in $(seq 1 "$ROUNDS"); do
   for shape in $SHAPES; do
-    for n in 1 2 4; do run "$OUT/round-$round.jsonl" "$n" "$shape" ddp; done
+    for n in 1 2 4; do
+      run "$OUT/round-$round.jsonl" "$n" "$shape" ddp
+      [ -n "${ROWS:-}" ] && [ "$n" -gt 1 ] && run "$OUT/round-$round.jsonl" "$n" "$shape" ddp --input-grads touched-rows
+    done
   done
 done
 if [ -n "${EXTRAS:-}" ]; then
@@ -56,18 +61,20 @@ rows = [{**r, "round": k} for k in range(1, rounds + 1) for r in read(f"round-{k
 rows += [{**r, "round": "extra"} for r in read("extras.jsonl")]
 nan = float("nan")
 base = {(r["shape"], r["round"]): r["samples_per_s"] for r in rows
-        if r["round"] != "extra" and r["strategy"] == "ddp" and r["gpus"] == 1}
+        if r["round"] != "extra" and r["strategy"] == "ddp" and r["gpus"] == 1 and r.get("input_grads", "all-reduce") == "all-reduce"}
 for r in rows:  # a round's speed-up is over its own 1-GPU run (NaN if that run failed); extras over the last round's
     key = (r["shape"], rounds if r["round"] == "extra" else r["round"])
     r["speedup_vs_1gpu_ddp"] = r["samples_per_s"] / base[key] if key in base else nan
 (out / "summary.json").write_text(json.dumps(rows, indent=1))
 groups = collections.defaultdict(list)
 for r in rows:
-    groups[(r["shape"], r["strategy"], r.get("grad_compression", "none"), r["gpus"])].append(r)
-for (shape, strategy, exchange, gpus), rs in groups.items():
+    variant = "+".join(v for v in (r.get("grad_compression", "none"), r.get("input_grads", "all-reduce"))
+                       if v not in ("none", "all-reduce")) or "-"
+    groups[(r["shape"], r["strategy"], variant, r["gpus"])].append(r)
+for (shape, strategy, variant, gpus), rs in groups.items():
     s = [r["speedup_vs_1gpu_ddp"] for r in rs if r["speedup_vs_1gpu_ddp"] == r["speedup_vs_1gpu_ddp"]]
     spread = f"{statistics.median(s):.2f}x (range {min(s):.2f}-{max(s):.2f} over {len(s)} runs)" if s else "n/a (no 1-GPU baseline)"
-    print(f'{shape:>5} {strategy:>5} {exchange:>4} x{gpus}: step {statistics.median(r["step_ms"] for r in rs):6.2f} ms, '
+    print(f'{shape:>5} {strategy:>5} {variant:>12} x{gpus}: step {statistics.median(r["step_ms"] for r in rs):6.2f} ms, '
           f'{statistics.median(r["samples_per_s"] for r in rs):8.0f} samples/s, speed-up {spread}, '
           f'peak {max(r["peak_memory_mb_per_gpu"] for r in rs):.0f} MiB/GPU')
 PY

@@ -70,6 +70,9 @@ class SASRec(SequenceModel):
     def project(self, hidden: torch.Tensor) -> torch.Tensor:
         return hidden
 
+    def input_embedding(self) -> nn.Embedding | None:
+        return None if self.tied else self.item_embedding
+
     def output_embedding(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         weight = self.item_embedding.weight[: self.num_items + 1] if self.tied else self.output_weight
         return weight, None

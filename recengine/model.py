@@ -32,6 +32,15 @@ class SequenceModel(nn.Module):
         """(weight [num_items + 1, H'], bias [num_items + 1] or None); row 0 is padding."""
         raise NotImplementedError
 
+    def input_embedding(self) -> nn.Embedding | None:
+        """The item table the encoder looks up with the input ids and nothing else, or None.
+
+        Only such a table's gradient is zero outside the rows of the batch's ids (and its
+        padding row), which lets data-parallel training exchange just those rows
+        (``distributed.input_embedding_grads = "touched-rows"``). A table tied to the output
+        layer gets a gradient in every row, so a tied model returns None (the default)."""
+        return None
+
     @property
     def mask_token(self) -> int:
         return self.num_items + 1

@@ -127,6 +127,10 @@ class DistributedSection(Section):
     grad_compression: Literal["none", "bf16", "fp16"] = Field(
         "none", description="DDP: all-reduce gradients in bfloat16 (CUDA + NCCL only) or float16 (torch's "
         "bf16/fp16_compress_hook): half the traffic; gradients are rounded before they are averaged.")
+    input_embedding_grads: Literal["all-reduce", "touched-rows"] = Field(
+        "all-reduce", description="DDP: 'touched-rows' takes the input item table out of DDP's all-reduce and exchanges "
+        "only the rows this step's ids touched (exact; the whole table's all-reduce is the last in the backward and "
+        "overlaps nothing). Untied models only.")
 
 
 class PluginSection(BaseModel):

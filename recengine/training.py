@@ -85,6 +85,18 @@ def build_model(recipe: Recipe, num_items: int, run: RunDir | None = None):
     return model, adapter
 
 
+def exchanged_table(model, input_embedding_grads: str, batch_size: int, batch_size_is: str, world_size: int) -> dict[str, Any]:
+    """`Distributed.wrap`'s ``input_table`` and ``ids_per_rank`` for ``distributed.input_embedding_grads``."""
+    if input_embedding_grads == "all-reduce":
+        return {}
+    table = model.input_embedding()
+    if table is None:
+        raise UserError('distributed.input_embedding_grads: "touched-rows" needs an input item table of its own; '
+                        'this model ties it to the output layer (set model.tied = false, or use "all-reduce")')
+    rows = -(-distributed.global_batch_size(batch_size, batch_size_is, world_size) // world_size)  # a rank's most rows
+    return {"input_table": table, "ids_per_rank": rows * model.max_len}
+
+
 def load_data(recipe: Recipe) -> tuple[Dataset, LeaveOneOut]:
     dataset = recipe.dataset.build()
     return dataset, make_split(dataset, recipe.eval.split, tuple(recipe.eval.temporal_quantiles))
@@ -160,6 +172,7 @@ class TrainStep:
             loss = self.loss_fn(batch.inputs, batch.positions, batch.targets, batch.loss_scale)
         self.optimizer.zero_grad(set_to_none=True)
         self.precision.scaler.scale(loss).backward()
+        self.dist.after_backward(batch.inputs)  # gradient exchange DDP leaves out (distributed.input_embedding_grads)
         self.precision.scaler.unscale_(self.optimizer)
         grad_norm = self.clip(self.trainable)
         loss = self.dist.mean_scalar(loss.detach())  # ranks' scaled losses average to the global mean
@@ -279,7 +292,8 @@ def train(recipe: Recipe, run: RunDir, resume: bool = False, console: Console | 
     ddp = recipe.distributed
     objective = dist.wrap(Objective(model, build_loss(model, cfg, split.train.item_counts())),
                           bucket_cap_mb=ddp.bucket_cap_mb, gradient_as_bucket_view=ddp.gradient_as_bucket_view,
-                          grad_compression=ddp.grad_compression)
+                          grad_compression=ddp.grad_compression,
+                          **exchanged_table(model, ddp.input_embedding_grads, cfg.batch_size, cfg.batch_size_is, dist.world_size))
     optimizer = adamw(model, cfg.lr, cfg.weight_decay, cfg.betas, device)
     precision = recipe.precision.build(device=device)
     state = resume_state(run, model, adapter, optimizer, dist, precision.scaler) if resume else LoopState()

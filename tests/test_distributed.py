@@ -254,7 +254,8 @@ def runs(tmp_path_factory):
     recipe.write_text(textwrap.dedent(TINY_RECIPE) + '\n[[monitors]]\nname = "record"\n')
     settings = {"one": (1, ['distributed.strategy="ddp"']), "two": (2, ['distributed.strategy="ddp"']),
                 "fsdp2": (2, ['distributed.strategy="fsdp2"']),
-                "fp16": (2, ['distributed.grad_compression="fp16"', "distributed.gradient_as_bucket_view=false"])}
+                "fp16": (2, ['distributed.grad_compression="fp16"', "distributed.gradient_as_bucket_view=false"]),
+                "rows": (2, ['distributed.input_embedding_grads="touched-rows"'])}
     for name, (procs, extra) in settings.items():
         (tmp / name).mkdir()
         args = (recipe, tmp / name, tmp / f"{name}.jsonl", OVERRIDES + extra, False)
@@ -298,6 +299,13 @@ def test_fp16_gradient_compression_follows_one_process_to_fp16_precision(runs):
 
 
 @pytest.mark.slow
+def test_touched_rows_exchange_follows_the_same_loss_trajectory_as_one_process(runs):
+    # Were the input table neither all-reduced nor exchanged, rank 0's table would follow its
+    # own rows only and the losses would part from one process's after the first step.
+    _assert_follows_one_process(runs, "rows")
+
+
+@pytest.mark.slow
 def test_fsdp2_on_two_processes_follows_the_same_loss_trajectory_as_one(runs):
     _assert_follows_one_process(runs, "fsdp2")
 
@@ -333,3 +341,49 @@ def test_bf16_gradient_compression_on_cpu_is_refused_with_a_fix(tmp_path):
             distributed.Distributed("ddp", 0, 1, 0).wrap(torch.nn.Linear(2, 2), grad_compression="bf16")
     finally:
         tdist.destroy_process_group()
+
+
+# --- the input table's gradient as touched rows -------------------------------------------
+
+
+def _touched_rows_job(out: Path) -> None:
+    """Each rank: an embedding backward over its own ids (3 rows on rank 0, 2 on rank 1, with
+    repeats), then the exchange; rank 0 writes every rank's gradient and DDP's mean."""
+    import torch.distributed as tdist
+
+    dist = distributed.setup("ddp")
+    torch.manual_seed(0)
+    table = torch.nn.Embedding(20, 4, padding_idx=0)
+    torch.manual_seed(10 + dist.rank)
+    ids = torch.randint(0, 20, (3 - dist.rank, 5))
+    (table(ids) * torch.randn(*ids.shape, 4)).sum().backward()
+    expected = table.weight.grad.clone()
+    tdist.all_reduce(expected)
+    distributed.TouchedRows(table.weight, 3 * 5, dist.world_size)(ids)
+    grads = [torch.empty_like(expected) for _ in range(dist.world_size)]
+    tdist.all_gather(grads, table.weight.grad)
+    if dist.is_main:
+        torch.save({"grads": grads, "expected": expected / dist.world_size}, out)
+    dist.close()
+
+
+@pytest.mark.slow
+def test_touched_rows_give_every_rank_ddps_mean_gradient(tmp_path):
+    _spawn(_touched_rows_job, tmp_path / "grads.pt")
+    saved = torch.load(tmp_path / "grads.pt")
+    rank0, rank1 = saved["grads"]
+    assert torch.equal(rank0, rank1)  # bit for bit: replicas must not drift apart
+    torch.testing.assert_close(rank0, saved["expected"], rtol=1e-6, atol=1e-7)
+    assert (rank0 != 0).any(dim=1).sum() > 5 and (rank0[0] == 0).all()
+
+
+def test_touched_rows_need_an_untied_input_table():
+    from recengine.errors import UserError
+    from recengine.training import exchanged_table
+    from recengine_plugins.bert4rec import bert4rec
+
+    with pytest.raises(UserError, match="model.tied = false"):
+        exchanged_table(bert4rec(30, hidden=8, layers=1, tied=True), "touched-rows", 11, "global", 2)
+    untied = bert4rec(30, hidden=8, layers=1, max_len=12)
+    assert exchanged_table(untied, "all-reduce", 11, "global", 2) == {}
+    assert exchanged_table(untied, "touched-rows", 11, "global", 2) == {"input_table": untied.item_embedding, "ids_per_rank": 6 * 12}
