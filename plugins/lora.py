@@ -12,8 +12,8 @@ tokens, as the frozen layer does; backward adds the weight-gradient matmul dy^T 
 products for dA and dB. The textbook form, x W^T + ((x A^T) B^T), costs six skinny matmuls and
 an add per layer, each a full pass over the [tokens, hidden] activations: at the 130M shape on
 an H100 with CUDA graphs, 1.58x the frozen step against this form's 1.32x (docs/benchmarks.md).
-Under bf16 autocast the effective weight is summed in fp32, then rounded to bf16, as autocast
-rounds any fp32 weight. Adapter dropout (``dropout`` > 0) applies to the adapter's input alone, which only the
+Under bf16 autocast the effective weight is rounded to bf16, as autocast rounds any fp32
+weight. Adapter dropout (``dropout`` > 0) applies to the adapter's input alone, which only the
 textbook form can express, so that form is used when training with it. No data-dependent
 Python control flow: it composes with autocast and torch.compile.
 
@@ -97,12 +97,8 @@ class LoRALinear(nn.Linear):
         return F.linear(x, self.effective_weight(), self.bias)
 
     def effective_weight(self) -> torch.Tensor:
-        """W + scale * B A as one addmm, in the parameters' dtype even under autocast (F.linear
-        then casts the sum, as it would cast W). Why not in bf16: autocast would add a cast of A
-        and of B before the addmm and one of each gradient after it, four small kernels per layer
-        (96 of a 130M step's ~420 under CUDA graphs) where this costs one, the gradient's."""
-        with torch.autocast(self.weight.device.type, enabled=False):
-            return torch.addmm(self.weight, self.lora_b, self.lora_a, alpha=self.scale)
+        """W + scale * B A as one addmm (in the autocast dtype under autocast, as F.linear would cast W)."""
+        return torch.addmm(self.weight, self.lora_b, self.lora_a, alpha=self.scale)
 
     def merged(self) -> nn.Linear:
         """A plain nn.Linear with W + scale * B A; computed in float32, stored in the base dtype."""
