@@ -129,8 +129,8 @@ class DistributedSection(Section):
         "bf16/fp16_compress_hook): half the traffic; gradients are rounded before they are averaged.")
     input_embedding_grads: Literal["all-reduce", "touched-rows"] = Field(
         "all-reduce", description="DDP: 'touched-rows' takes the input item table out of DDP's all-reduce and exchanges "
-        "only the rows this step's ids touched (exact; the whole table's all-reduce is the last in the backward and "
-        "overlaps nothing). Untied models only.")
+        "only the rows this step's ids touched: the same sums, and faster with large catalogs (measured at 500k items; "
+        "no reliable gain at 160k). Untied models only.")
 
 
 class PluginSection(BaseModel):
