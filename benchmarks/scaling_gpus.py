@@ -39,13 +39,14 @@ SHAPES = {  # plugins/bert4rec.py's named sizes, over the ML-20M-sized synthetic
 }
 
 
-def recipe_data(shape: str, batch: int, strategy: str, precision: str, items: int = 160_054) -> dict:
+def recipe_data(shape: str, batch: int, strategy: str, precision: str, items: int = 160_054, compiler: str = "eager") -> dict:
     return {
         "run": {"name": f"scaling-{shape}", "seed": 0, "device": "cuda"},
         "dataset": {"name": "synthetic", "users": 50_000, "items": items, "mean_length": 60, "seed": 0},
         "model": {"name": "bert4rec", "max_len": 50, **SHAPES[shape]},
         "train": {"batch_size": batch, "batch_size_is": "per_gpu"},
         "precision": {"name": precision},
+        "compiler": {"name": compiler},
         "distributed": {"strategy": strategy},
     }
 
@@ -72,6 +73,7 @@ def main() -> None:
     parser.add_argument("--strategy", choices=["ddp", "fsdp2"], default="ddp")
     parser.add_argument("--precision", default="fp32", help="a precision plugin name, e.g. bf16 when installed")
     parser.add_argument("--items", type=int, default=160_054, help="catalog size (the tables grow with it, the encoder does not)")
+    parser.add_argument("--compiler", default="eager", help="a compiler plugin name: eager or torch-compile (its default options)")
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--grad-compression", choices=["none", "bf16", "fp16"], default="none", help="DDP comm hook")
@@ -83,7 +85,7 @@ def main() -> None:
     parser.add_argument("--trace", type=Path, help="also profile 3 steps; rank 0 writes their Chrome trace here (.json.gz)")
     args = parser.parse_args()
 
-    recipe = resolve(recipe_data(args.shape, args.batch, args.strategy, args.precision, args.items), load_registry(), "scaling_gpus")
+    recipe = resolve(recipe_data(args.shape, args.batch, args.strategy, args.precision, args.items, args.compiler), load_registry(), "scaling_gpus")
     device = resolve_device(recipe.run.device)
     dist = distributed.setup(args.strategy, device)
     device = dist.device(device)
@@ -119,7 +121,7 @@ def main() -> None:
     step_s = statistics.median(times)
     mean_s = statistics.fmean(times)
     if dist.is_main:
-        record = {"shape": args.shape, "strategy": args.strategy, "gpus": dist.world_size, "precision": args.precision,
+        record = {"shape": args.shape, "strategy": args.strategy, "gpus": dist.world_size, "precision": args.precision, "compiler": args.compiler,
                   "batch_per_gpu": args.batch,
                   "grad_compression": args.grad_compression, "input_grads": args.input_grads, "items": args.items, "bucket_cap_mb": args.bucket_cap_mb,
                   "gradient_as_bucket_view": not args.no_bucket_view,

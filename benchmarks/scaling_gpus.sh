@@ -9,6 +9,7 @@
 # EXTRAS=1 adds, once each, gradients all-reduced in bf16 (distributed.grad_compression) and
 # FSDP2 against DDP at 430M. TRACE=1 adds one profiled run per shape and GPU count (traces.jsonl
 # with the per-step NCCL and other kernel time, and trace-SHAPE-xN.json.gz to open in Perfetto).
+# COMPILER=torch-compile times compiled steps under DDP (give RUN_LIMIT_S room for compiling).
 # About 30 s per run: ROUNDS=3 with both shapes is about 9 minutes.
 #
 #   benchmarks/scaling_gpus.sh [OUT_DIR] [PRECISION]                 # e.g. benchmarks/scaling_gpus.sh scaling amp
@@ -28,7 +29,7 @@ run() {  # out nproc shape strategy [more scaling_gpus.py options]
   local out=$1 n=$2 shape=$3 strategy=$4; shift 4
   [ "$n" -le "$GPUS" ] || { echo "skip: $n GPUs asked, $GPUS present"; return; }
   timeout --kill-after=10 "${RUN_LIMIT_S:-150}" "$PY" -m torch.distributed.run --standalone --nproc_per_node="$n" benchmarks/scaling_gpus.py \
-    --shape "$shape" --batch "${BATCH[$shape]}" --strategy "$strategy" --precision "$PRECISION" --out "$out" "$@" \
+    --shape "$shape" --batch "${BATCH[$shape]}" --strategy "$strategy" --precision "$PRECISION" --compiler "${COMPILER:-eager}" --out "$out" "$@" \
     || echo "failed or timed out: $n $shape $strategy $* (exit $?)"
 }
 # One file per round, so a failed run cannot shift later runs onto another round's baseline.
