@@ -18,9 +18,18 @@ from typing import Any, Literal
 
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 
 from recengine.errors import UserError
 from recengine.plugins import Entry, Registry, unknown_name_message
+
+
+def _two_values(value: Any, expected: str) -> Any:
+    # pydantic's own errors for a pair of the wrong length name an index ("train.betas.1: required key is
+    # missing") or speak of tuples; a custom error type keeps the line free of its "Value error, " prefix.
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise PydanticCustomError("two_values", f"expected two values {expected}")
+    return value
 
 
 class Section(BaseModel):
@@ -70,6 +79,11 @@ class TrainSection(Section):
         "'per_gpu' gives each rank batch_size, so a step holds batch_size x ranks and an epoch has that many times fewer steps "
         "(warm-up and cosine decay are in steps and follow; lr is not rescaled).")
 
+    @field_validator("betas", mode="before")
+    @classmethod
+    def _betas_pair(cls, betas: Any) -> Any:
+        return _two_values(betas, "[beta1, beta2], e.g. [0.9, 0.999]")
+
 
 class EvalSection(Section):
     ks: list[int] = Field([1, 5, 10, 20], min_length=1, description="Cut-offs for HR@K and NDCG@K.")
@@ -84,6 +98,11 @@ class EvalSection(Section):
     split: Literal["leave_one_out", "temporal"] = Field("leave_one_out", description="Leave-one-out, or a global temporal split (needs timestamps).")
     temporal_quantiles: tuple[float, float] = Field(
         (0.8, 0.9), description="Temporal split: the validation and test cut-off times, as quantiles of all interaction times.")
+
+    @field_validator("temporal_quantiles", mode="before")
+    @classmethod
+    def _quantiles_pair(cls, q: Any) -> Any:
+        return _two_values(q, "[validation quantile, test quantile], e.g. [0.8, 0.9]")
 
     @field_validator("ks")
     @classmethod

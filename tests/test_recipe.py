@@ -53,6 +53,15 @@ def test_out_of_range_plugin_option(registry, tiny_recipe):
     assert any("dataset.users: Input should be greater than or equal to 1" in l for l in lines)
 
 
+@pytest.mark.parametrize("value", ["[0.9]", "[0.9, 0.99, 0.5]", "[]", "0.9"])
+def test_pair_of_wrong_length_is_one_clear_line(registry, tiny_recipe, value):
+    src = str(tiny_recipe)
+    assert errors_of(lambda: load_recipe(tiny_recipe, registry, [f"train.betas={value}"])) == [
+        f"{src}: train.betas: expected two values [beta1, beta2], e.g. [0.9, 0.999]"]
+    assert errors_of(lambda: load_recipe(tiny_recipe, registry, [f"eval.temporal_quantiles={value}"])) == [
+        f"{src}: eval.temporal_quantiles: expected two values [validation quantile, test quantile], e.g. [0.8, 0.9]"]
+
+
 def test_required_section_missing(registry):
     lines = errors_of(lambda: resolve({"model": {"name": "bert4rec"}}, registry, "r.toml"))
     assert lines == ['r.toml: dataset: required section is missing (it needs at least name = "...")']
