@@ -14,7 +14,7 @@ from recengine.cli._common import console, user_errors
 from recengine.errors import UserError
 from recengine.model import count_parameters
 from recengine.plugins import load_registry
-from recengine.recipe import load_recipe, read_toml
+from recengine.recipe import apply_overrides, load_recipe, parse_override, read_toml, resolve
 
 app = typer.Typer(help="List, show and validate recipes.", no_args_is_help=True)
 
@@ -70,18 +70,44 @@ def show(
 def validate(recipes: list[Path] = typer.Argument(..., help="Recipe TOML files."),
              overrides: list[str] = typer.Option([], "--set", help="section.key=value override (repeatable).")) -> None:
     """Check recipes against the installed plugins; every problem is listed, one per line."""
+    keys = {".".join(parse_override(text)[0]): text for text in overrides}  # a malformed override fails here, once
     registry = load_registry()
-    failed = 0
+    problems: dict[Path, list[str]] = {}
+    read: list[Path] = []  # the files the overrides were applied to
     for path in recipes:  # every file is checked, whatever the ones before it held
         try:
-            load_recipe(path, registry, overrides)
+            data = read_toml(path)
+            read.append(path)
+            resolve(apply_overrides(data, overrides), registry, source=str(path))
         except UserError as exc:
-            failed += 1
-            for line in str(exc).splitlines():
-                typer.echo(f"error: {line}", err=True)
-        else:
+            problems[path] = str(exc).splitlines()
+    shared = override_problems(problems, read, keys) if len(read) > 1 else {}
+    for line in shared.values():
+        typer.echo(f"error: {line}", err=True)
+    for path in recipes:
+        if path not in problems:
             console.print(f"{path}: ok")
-    if failed:
+        for line in problems.get(path, []):
+            if line.removeprefix(f"{path}: ") not in shared:
+                typer.echo(f"error: {line}", err=True)
+    if problems:
         if len(recipes) > 1:  # one recipe: its own lines say it all
-            typer.echo(f"{failed} of {len(recipes)} recipes have problems", err=True)
+            typer.echo(f"{sum(path in problems for path in recipes)} of {len(recipes)} recipes have problems", err=True)
         raise typer.Exit(1)
+
+
+def override_problems(problems: dict[Path, list[str]], read: list[Path], keys: dict[str, str]) -> dict[str, str]:
+    """The problems an override itself causes (an unknown key, a bad value): the same line, at the override's key,
+    in every recipe read. Each is said once rather than once per file: message without the file -> line to print."""
+    messages = [[line.removeprefix(f"{path}: ") for line in problems.get(path, [])] for path in read]
+    shared = {}
+    for message in messages[0]:
+        if not all(message in other for other in messages[1:]):
+            continue  # this recipe's own problem, or the override's in some recipes only: said per file
+        loc = message.partition(": ")[0]
+        text = next((t for key, t in keys.items() if loc == key or loc.startswith(key + ".")), None)
+        if message.startswith("override '"):  # apply_overrides' lines name the override already
+            shared[message] = message
+        elif text is not None:
+            shared[message] = f"override '{text}': {message}"
+    return shared

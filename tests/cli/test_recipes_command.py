@@ -21,6 +21,19 @@ def test_validate_checks_every_file_and_fails_if_any_fails(tmp_path):
     assert "Traceback" not in result.output
 
 
+def test_validate_says_an_overrides_own_mistake_once_not_once_per_file(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[train]\nepochs = "many"\n')
+    result = runner.invoke(app, ["recipes", "validate", str(QUICKSTART), str(QUICKSTART), str(bad), "--set", "train.bogus=1"])
+    assert result.exit_code == 1
+    assert result.output.count("train.bogus: unknown key") == 1
+    assert "error: override 'train.bogus=1': train.bogus: unknown key" in result.output
+    assert f"{bad}: train.epochs" in result.output  # a file's own problem still names the file
+    assert "3 of 3 recipes have problems" in result.output
+    result = runner.invoke(app, ["recipes", "validate", str(QUICKSTART), str(QUICKSTART), "--set", "train.lr.x=1"])
+    assert result.exit_code == 1 and result.output.count("'lr' is a value, not a section") == 1
+
+
 def test_show_piped_is_the_exact_toml_whatever_its_line_length():
     result = runner.invoke(app, ["recipes", "show", str(QUICKSTART), "run.name=" + "x" * 150, "--catalog-size", "400"])
     assert result.exit_code == 0, result.output
