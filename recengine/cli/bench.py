@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from recengine import bench as engine
-from recengine.training import release
+from recengine.training import release, resolve_device
 from recengine.checkpoint import atomic_write_text
 from recengine.cli._common import console, err_console, user_errors
 from recengine.errors import UserError
@@ -53,6 +53,8 @@ def bench(
         base = engine.shape_recipe(base, engine.SHAPES[shape], registry)
     # Every setting resolved before anything runs: a typo in the last value fails now, not after the others.
     settings = [(setting, engine.matrix_recipe(base, setting, registry, overrides)) for setting in engine.parse_matrix(axes)]
+    for _, chosen in settings:  # and every device: no CUDA fails now, not after --shape's data and the settings before it
+        resolve_device(chosen.run.device)
     dataset = engine.shape_dataset(engine.SHAPES[shape], users, seed=base.run.seed) if shape is not None else None
     results: list[dict[str, Any]] = []
     for setting, chosen in settings:

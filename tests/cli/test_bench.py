@@ -50,6 +50,22 @@ def test_bench_matrix_typo_fails_before_any_setting_runs(tmp_path):
     assert "bench precision=fp32" not in result.output  # fp32 was not benched first
 
 
+@pytest.mark.parametrize("device_args", [["run.device=cuda"], ["--matrix", "run.device=cpu,cuda"]])
+def test_bench_without_cuda_fails_before_building_data_or_models(monkeypatch, device_args):
+    import recengine.bench as engine
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("built data or benched a setting before the device was checked")
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(engine, "shape_dataset", must_not_run)
+    monkeypatch.setattr(engine, "bench_recipe", must_not_run)
+    result = CliRunner().invoke(app, ["bench", "recipes/quickstart.toml", "--shape", "quickstart", "--matrix", "precision=fp32,amp",
+                                      *device_args])
+    assert result.exit_code == 1, result.output
+    assert result.output == "error: run.device: 'cuda' asked for, but no CUDA device is available; use run.device=\"cpu\"\n"
+
+
 def test_parse_matrix_is_the_cartesian_product():
     combos = parse_matrix(["precision=fp32,amp", "compiler=eager,torch-compile"])
     assert len(combos) == 4 and {"precision": "amp", "compiler": "torch-compile"} in combos
