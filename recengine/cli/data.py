@@ -58,7 +58,9 @@ def stats(
         dataset, meta = load_file_dataset(options)
     seqs = dataset.sequences
     lengths = seqs.lengths
-    table = Table(title=f"{options.path}")
+    # The path heads the table on a line of its own: as the title it wrapped, mid-word, to the two narrow columns' width.
+    console.print(str(options.path), soft_wrap=True, markup=False, highlight=False)
+    table = Table()
     table.add_column("statistic")
     table.add_column("value", justify="right")
     rows = [("users", f"{seqs.num_users:,}"), ("items", f"{dataset.num_items:,}"), ("interactions", f"{len(seqs.items):,}"),

@@ -26,6 +26,15 @@ def test_prepare_then_stats(tmp_path):
     assert "cache hit" in again.output
 
 
+def test_stats_names_the_file_on_one_line_however_long_its_path(tmp_path):
+    folder = tmp_path / "a-folder-with-a-rather-long-name" / "and-another-one-below-it"
+    folder.mkdir(parents=True)
+    path = recipe(folder, "1 5\n1 6\n2 5\n")
+    result = runner.invoke(app, ["data", "stats", path])
+    assert result.exit_code == 0, result.output
+    assert str(folder / "games.txt") in result.output.splitlines()  # not broken to the table's width
+
+
 def test_bad_line_is_one_error_line_with_file_and_line(tmp_path):
     path = recipe(tmp_path, "1 5\n1 x\n2 5\n")
     result = runner.invoke(app, ["data", "prepare", path])
