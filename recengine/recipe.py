@@ -87,7 +87,8 @@ class TrainSection(Section):
 
 class EvalSection(Section):
     ks: list[int] = Field([1, 5, 10, 20], min_length=1, description="Cut-offs for HR@K and NDCG@K.")
-    metric: str = Field("ndcg@10", description="Validation metric for early stopping and the best checkpoint.")
+    # validate_default: the default ndcg@10 must be checked too, or eval.ks = [5] fails mid-training.
+    metric: str = Field("ndcg@10", validate_default=True, description="Validation metric for early stopping and the best checkpoint.")
     exclude_history: bool = Field(True, description="Exclude items already in the user's history from the ranking.")
     batch_size: int = Field(1024, ge=1, description="Users per evaluation batch (results do not depend on it).")
     valid_users: int = Field(0, ge=0, description="Validate during training on a fixed random subset of this many users (0: all).")
@@ -114,9 +115,12 @@ class EvalSection(Section):
     @field_validator("metric")
     @classmethod
     def _metric_known(cls, metric: str, info: ValidationInfo) -> str:
-        allowed = {"mrr"} | {f"{m}@{k}" for k in info.data.get("ks", []) for m in ("hr", "ndcg", "recall", "coverage")}
+        if "ks" not in info.data:  # eval.ks itself is wrong and says so
+            return metric
+        allowed = {"mrr"} | {f"{m}@{k}" for k in info.data["ks"] for m in ("hr", "ndcg", "recall", "coverage")}
         if metric not in allowed:
-            raise ValueError(f"'{metric}' is not computed; choose one of {', '.join(sorted(allowed))}")
+            raise PydanticCustomError("metric_not_computed", f"'{metric}' is not computed with eval.ks = {info.data['ks']}; "
+                                      f"add its K to eval.ks, or choose one of {', '.join(sorted(allowed))}")
         return metric
 
     @field_validator("temporal_quantiles")

@@ -47,6 +47,14 @@ def test_every_problem_reported_at_once_one_line_each(registry, tiny_recipe):
     assert len(lines) == 5
 
 
+def test_the_default_metric_is_checked_against_eval_ks(registry, tiny_recipe):
+    (line,) = errors_of(lambda: load_recipe(tiny_recipe, registry, ["eval.ks=[5]"]))
+    assert line.startswith(f"{tiny_recipe}: eval.metric: 'ndcg@10' is not computed with eval.ks = [5]; add its K to eval.ks")
+    assert load_recipe(tiny_recipe, registry, ["eval.ks=[5]", "eval.metric=ndcg@5"]).eval.metric == "ndcg@5"
+    (line,) = errors_of(lambda: load_recipe(tiny_recipe, registry, ["eval.ks=[0]"]))  # one line: the metric is not blamed too
+    assert "eval.ks: " in line
+
+
 def test_out_of_range_plugin_option(registry, tiny_recipe):
     lines = errors_of(lambda: load_recipe(tiny_recipe, registry, ["model.heads=3", "dataset.users=0"]))
     assert any("model: Value error, heads (3) must divide hidden (16)" in l for l in lines)
