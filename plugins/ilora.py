@@ -151,6 +151,9 @@ class GatedModel(SequenceModel):
     def project(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.model.project(hidden)
 
+    def input_embedding(self) -> nn.Embedding | None:
+        return self.model.input_embedding()  # the gate looks it up with the same batch ids
+
     def output_embedding(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         return self.model.output_embedding()
 

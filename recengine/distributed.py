@@ -144,7 +144,9 @@ class Distributed(Single):
                 raise UserError("distributed.grad_compression = \"bf16\" needs CUDA GPUs (NCCL); "
                                 "use \"fp16\" or \"none\" on CPU")
             if input_table is not None and input_table.weight.requires_grad:
-                name = next(n for n, p in objective.named_parameters() if p is input_table.weight)
+                name = next((n for n, p in objective.named_parameters() if p is input_table.weight), None)
+                if name is None:
+                    raise ValueError("input_table is not a part of the wrapped module")
                 nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(objective, [name])
                 dist.broadcast(input_table.weight.data, 0)  # DDP's start-up copy from rank 0 skips it now
                 self.after_backward = TouchedRows(input_table.weight, ids_per_rank, self.world_size)
@@ -162,6 +164,9 @@ class Distributed(Single):
                 hook = {"bf16": default_hooks.bf16_compress_hook, "fp16": default_hooks.fp16_compress_hook}
                 ddp.register_comm_hook(None, hook[grad_compression])
             return ddp
+        if input_table is not None:
+            raise UserError('distributed.input_embedding_grads = "touched-rows" is a DDP option; FSDP2 shards the table '
+                            'and reduce-scatters its gradient instead: use "all-reduce" with distributed.strategy = "fsdp2"')
         from torch.distributed.fsdp import fully_shard
 
         # Shard each transformer block on its own so only one block is gathered at a time,
@@ -236,7 +241,8 @@ class TouchedRows:
     id), zeroes the rows of repeated ids, and all-gathers ids and rows; every rank then zeroes
     its own touched rows (which leaves the whole gradient zero) and adds every rank's rows in
     rank order. Every rank ends with the same sum, divided by the world size as DDP does; shapes
-    are fixed and nothing waits on the host."""
+    are fixed and nothing waits on the host. The rows travel in full precision whatever
+    ``grad_compression`` says (that hook compresses DDP's buckets only)."""
 
     def __init__(self, weight: nn.Parameter, ids_per_rank: int, world_size: int):
         if ids_per_rank <= 0:
@@ -251,7 +257,7 @@ class TouchedRows:
         ids = torch.cat([ids, ids[:1].expand(self.ids_per_rank - ids.numel())]).sort().values
         first = torch.ones_like(ids, dtype=grad.dtype)
         first[1:] = (ids[1:] != ids[:-1]).to(grad.dtype)
-        rows = grad[ids] * (first / self.world_size)[:, None]
+        rows = grad[ids] * first[:, None] / self.world_size  # divided, as DDP divides its buckets
         all_ids, all_rows = ids.new_empty(self.world_size * len(ids)), rows.new_empty(self.world_size * len(rows), rows.shape[1])
         ALL_GATHER(all_ids, ids)
         ALL_GATHER(all_rows, rows)

@@ -91,8 +91,9 @@ def exchanged_table(model, input_embedding_grads: str, batch_size: int, batch_si
         return {}
     table = model.input_embedding()
     if table is None:
-        raise UserError('distributed.input_embedding_grads: "touched-rows" needs an input item table of its own; '
-                        'this model ties it to the output layer (set model.tied = false, or use "all-reduce")')
+        raise UserError('distributed.input_embedding_grads: "touched-rows" needs an input item table looked up with the '
+                        "batch's ids alone, which this model does not declare (a tied model shares it with the output layer: "
+                        'set model.tied = false), or use "all-reduce"')
     rows = -(-distributed.global_batch_size(batch_size, batch_size_is, world_size) // world_size)  # a rank's most rows
     return {"input_table": table, "ids_per_rank": rows * model.max_len}
 

@@ -377,6 +377,27 @@ def test_touched_rows_give_every_rank_ddps_mean_gradient(tmp_path):
     assert (rank0 != 0).any(dim=1).sum() > 5 and (rank0[0] == 0).all()
 
 
+def test_touched_rows_are_refused_under_fsdp2(tmp_path):
+    import torch.distributed as tdist
+
+    from recengine.errors import UserError
+
+    tdist.init_process_group("gloo", init_method=f"file://{tmp_path}/store", rank=0, world_size=1)
+    try:
+        model = _model().train()
+        with pytest.raises(UserError, match='is a DDP option; .* use "all-reduce" with distributed.strategy = "fsdp2"'):
+            distributed.Distributed("fsdp2", 0, 1, 0).wrap(model, input_table=model.item_embedding, ids_per_rank=10)
+    finally:
+        tdist.destroy_process_group()
+
+
+def test_an_ilora_model_declares_its_base_models_input_table():
+    from recengine_plugins.ilora import ILoRA, ILoRAOptions
+
+    model = _model()
+    assert ILoRA(ILoRAOptions()).adapt(model).input_embedding() is model.item_embedding
+
+
 def test_touched_rows_need_an_untied_input_table():
     from recengine.errors import UserError
     from recengine.training import exchanged_table
