@@ -9,12 +9,14 @@ real bug and propagates from the eager call.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import warnings
 from typing import Callable, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from recengine.hookspecs import hookimpl
 
@@ -31,6 +33,39 @@ class CompileOptions(BaseModel):
         None, ge=1, description="Compiled shapes kept per function before falling back to eager (torch's default: 8). "
                                 "Static shapes need one per (trimmed length, masked-slot budget) pair: with train.length_grouping "
                                 "that is 15-25; `recengine bench` reports the count as distinct_shapes.")
+    inductor: dict[str, bool | int | float | str] = Field(
+        {}, description="Inductor options for this compile, over those the mode sets (torch.compile's `options`), "
+                        "e.g. {combo_kernels = true} to launch independent small kernels together.")
+
+    @field_validator("inductor")
+    @classmethod
+    def _inductor_options_known(cls, options: dict) -> dict:
+        if options:
+            from torch._inductor import list_options
+
+            known = list_options()
+            for key in options:
+                if key not in known:
+                    close = difflib.get_close_matches(key, known, n=1)
+                    hint = f"; did you mean '{close[0]}'?" if close else " (torch._inductor.list_options() has them all)"
+                    raise PydanticCustomError("inductor_option", f"'{key}' is not an inductor option{hint}")
+        return options
+
+    @model_validator(mode="after")
+    def _inductor_options_need_inductor(self):
+        if self.inductor and self.backend != "inductor":
+            raise PydanticCustomError("inductor_backend", f'inductor options need backend = "inductor" (backend is "{self.backend}")')
+        return self
+
+
+def mode_and_options(options: CompileOptions) -> dict:
+    """torch.compile's ``mode`` or, with inductor options, ``options``: it refuses both at once, so the
+    mode's own options (CUDA graphs for reduce-overhead...) are spelt out and the user's go over them."""
+    if not options.inductor:
+        return {"mode": None if options.mode == "default" else options.mode}
+    from torch._inductor import list_mode_options
+
+    return {"options": {**list_mode_options(options.mode, options.dynamic), **options.inductor}}
 
 
 def _nothing() -> None:
@@ -50,8 +85,8 @@ class Compiled:
             # `recompile_limit` from torch 2.7; `cache_size_limit` before (an alias after).
             name = "recompile_limit" if hasattr(torch._dynamo.config, "recompile_limit") else "cache_size_limit"
             setattr(torch._dynamo.config, name, options.recompile_limit)
-        self.compiled = torch.compile(fn, mode=None if options.mode == "default" else options.mode,
-                                      dynamic=options.dynamic, fullgraph=options.fullgraph, backend=options.backend)
+        self.compiled = torch.compile(fn, dynamic=options.dynamic, fullgraph=options.fullgraph, backend=options.backend,
+                                      **mode_and_options(options))
         self.checked = False  # True once the compiled version has run (or been given up)
         # CUDA-graph modes record one graph tree per function. Without a step marker, a call
         # after a call of another shape is recorded as that one's child, so distinct shapes

@@ -17,6 +17,18 @@ def test_options_are_validated():
         entry.build({"mode": "fastest"})
 
 
+def test_inductor_options_are_checked_and_go_over_the_modes_own():
+    entry = load_registry().get("compiler", "torch-compile")
+    with pytest.raises(Exception, match="did you mean 'combo_kernels'"):
+        entry.build({"inductor": {"combo_kernel": True}})
+    with pytest.raises(Exception, match='need backend = "inductor"'):
+        entry.build({"inductor": {"combo_kernels": True}, "backend": "eager"})
+    options = plugin.CompileOptions(mode="reduce-overhead", inductor={"combo_kernels": True})
+    assert plugin.mode_and_options(options) == {"options": {"triton.cudagraphs": True, "combo_kernels": True}}
+    assert plugin.mode_and_options(plugin.CompileOptions(mode="reduce-overhead")) == {"mode": "reduce-overhead"}
+    assert plugin.mode_and_options(plugin.CompileOptions()) == {"mode": None}
+
+
 def test_compiled_function_gives_the_same_result():
     fn = _compiler(backend="eager")(lambda x, y: torch.tanh(x) * y + 1)
     x, y = torch.randn(5), torch.randn(5)
