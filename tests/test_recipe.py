@@ -55,6 +55,12 @@ def test_the_default_metric_is_checked_against_eval_ks(registry, tiny_recipe):
     assert "eval.ks: " in line
 
 
+def test_touched_rows_with_fsdp2_is_refused_at_load(registry, tiny_recipe):
+    (line,) = errors_of(lambda: load_recipe(tiny_recipe, registry, ['distributed.input_embedding_grads="touched-rows"',
+                                                                      'distributed.strategy="fsdp2"']))
+    assert line.startswith(f'{tiny_recipe}: distributed: "touched-rows" is a DDP option')
+
+
 def test_out_of_range_plugin_option(registry, tiny_recipe):
     lines = errors_of(lambda: load_recipe(tiny_recipe, registry, ["model.heads=3", "dataset.users=0"]))
     assert any("model: Value error, heads (3) must divide hidden (16)" in l for l in lines)

@@ -52,9 +52,13 @@ def train(
                             "(overrides such as train.epochs=30 may follow)")
         overrides.insert(0, str(recipe))
         recipe = None
-    if nproc:
-        launch_torchrun(nproc, recipe, overrides, resume, output_dir, name)
     registry = load_registry()
+    if nproc:  # the recipe is checked here first: its mistakes are said once, not once per process
+        if resume is not None:
+            load_run_recipe(RunDir.open(resume), registry, overrides)
+        else:
+            load_recipe(_recipe_path(recipe), registry, overrides)
+        launch_torchrun(nproc, recipe, overrides, resume, output_dir, name)
     if resume is not None:
         run = RunDir.open(resume)
         loaded = load_run_recipe(run, registry, overrides)
@@ -108,14 +112,18 @@ def launch_torchrun(nproc: int, recipe, overrides: list[str], resume, output_dir
         args += ["--name", name or f"{_recipe_name(recipe)}-{datetime.datetime.now():%Y%m%d-%H%M%S}"]
     if output_dir is not None:
         args += ["--output-dir", str(output_dir)]
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+    torchrun = [sys.executable, "-m", "recengine.cli.torchrun", "--standalone", f"--nproc_per_node={nproc}"]
     os.execv(sys.executable, torchrun + ["-m", "recengine", "train", *args])
 
 
-def _recipe_name(recipe) -> str:
+def _recipe_path(recipe) -> Path:
     if recipe is None:
         raise UserError("give a recipe (recengine train recipes/quickstart.toml --nproc 2) or --resume RUN_DIR")
-    return str(read_toml(recipe).get("run", {}).get("name", "run"))
+    return recipe
+
+
+def _recipe_name(recipe) -> str:
+    return str(read_toml(_recipe_path(recipe)).get("run", {}).get("name", "run"))
 
 
 def wait_for(path: Path, timeout_s: float = 600) -> None:
