@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 import functools
 import warnings
-from typing import Callable, Literal
+from typing import Any, Callable, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -37,19 +37,42 @@ class CompileOptions(BaseModel):
         {}, description="Inductor options for this compile, over those the mode sets (torch.compile's `options`), "
                         "e.g. {combo_kernels = true} to launch independent small kernels together.")
 
+    @field_validator("inductor", mode="before")
+    @classmethod
+    def _dotted_keys(cls, options: Any) -> Any:
+        """TOML reads `{triton.cudagraphs = true}` as a nested table; inductor names it "triton.cudagraphs"."""
+        def flat(table: dict, prefix: str = "") -> dict:
+            out = {}
+            for key, value in table.items():
+                out.update(flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+            return out
+
+        return flat(options) if isinstance(options, dict) else options
+
     @field_validator("inductor")
     @classmethod
     def _inductor_options_known(cls, options: dict) -> dict:
-        if options:
-            from torch._inductor import list_options
+        """Names and value types are checked here: torch.compile would raise on them outside the eager fallback."""
+        if not options:
+            return options
+        import torch._inductor.config as config
+        from torch._inductor import list_options
 
-            known = list_options()
-            for key in options:
-                if key not in known:
-                    close = difflib.get_close_matches(key, known, n=1)
-                    hint = f"; did you mean '{close[0]}'?" if close else " (torch._inductor.list_options() has them all)"
-                    raise PydanticCustomError("inductor_option", f"'{key}' is not an inductor option{hint}")
-        return options
+        known = list_options()
+        checked = {}
+        for key, value in options.items():
+            if key not in known:
+                close = difflib.get_close_matches(key, known, n=1)
+                hint = f"; did you mean '{close[0]}'?" if close else " (torch._inductor.list_options() has them all)"
+                raise PydanticCustomError("inductor_option", f"'{key}' is not an inductor option{hint}")
+            default = functools.reduce(getattr, key.split("."), config)
+            if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            if type(value) is not type(default):
+                wanted = type(default).__name__ if isinstance(default, (bool, int, float, str)) else "a value of a kind recipes cannot hold"
+                raise PydanticCustomError("inductor_type", f"'{key}' takes {wanted}, not {value!r}")
+            checked[key] = value
+        return checked
 
     @model_validator(mode="after")
     def _inductor_options_need_inductor(self):
@@ -66,6 +89,13 @@ def mode_and_options(options: CompileOptions) -> dict:
     from torch._inductor import list_mode_options
 
     return {"options": {**list_mode_options(options.mode, options.dynamic), **options.inductor}}
+
+
+def uses_cuda_graphs(options: CompileOptions) -> bool:
+    chosen = mode_and_options(options)
+    if "options" in chosen:
+        return bool(chosen["options"].get("triton.cudagraphs", False))
+    return options.mode in ("reduce-overhead", "max-autotune")
 
 
 def _nothing() -> None:
@@ -93,7 +123,7 @@ class Compiled:
         # (length grouping) re-record for every new pair of consecutive shapes: measured at
         # 130M on H100, a 5.7 ms median step averaged 9.1 ms. Marking each call as a new
         # step keeps one graph per shape.
-        self.mark_step = torch.compiler.cudagraph_mark_step_begin if options.mode in ("reduce-overhead", "max-autotune") else _nothing
+        self.mark_step = torch.compiler.cudagraph_mark_step_begin if uses_cuda_graphs(options) else _nothing
         functools.update_wrapper(self, fn)
 
     def __call__(self, *args, **kwargs):

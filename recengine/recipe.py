@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
 from recengine.errors import UserError
@@ -138,7 +138,7 @@ class InitSection(Section):
 
 
 class DistributedSection(Section):
-    """Under torchrun. The keys after `strategy` are DDP's; FSDP2 ignores them."""
+    """Under torchrun. The keys after `strategy` are DDP's: FSDP2 ignores them, and refuses touched rows."""
 
     strategy: Literal["ddp", "fsdp2"] = Field(
         "ddp", description="Under torchrun: 'ddp' replicates the model on every rank; 'fsdp2' shards parameters, gradients "
@@ -156,12 +156,13 @@ class DistributedSection(Section):
         "no reliable gain at 160k). Untied models only.")
 
 
-    @model_validator(mode="after")
-    def _touched_rows_under_ddp(self):
-        if self.input_embedding_grads == "touched-rows" and self.strategy != "ddp":
-            raise PydanticCustomError("ddp_only", '"touched-rows" is a DDP option; FSDP2 shards the table and reduce-scatters '
-                                      'its gradient instead: use "all-reduce" with distributed.strategy = "fsdp2"')
-        return self
+    @field_validator("input_embedding_grads")
+    @classmethod
+    def _touched_rows_under_ddp(cls, value: str, info: ValidationInfo) -> str:
+        if value == "touched-rows" and info.data.get("strategy") == "fsdp2":
+            raise PydanticCustomError("ddp_only", '"touched-rows" is a DDP option (FSDP2 shards the table and reduce-scatters '
+                                      'its gradient): set distributed.strategy = "ddp", or this key to "all-reduce"')
+        return value
 
 
 class PluginSection(BaseModel):

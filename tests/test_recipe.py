@@ -1,3 +1,4 @@
+import itertools
 import re
 import tomllib
 from pathlib import Path
@@ -58,7 +59,7 @@ def test_the_default_metric_is_checked_against_eval_ks(registry, tiny_recipe):
 def test_touched_rows_with_fsdp2_is_refused_at_load(registry, tiny_recipe):
     (line,) = errors_of(lambda: load_recipe(tiny_recipe, registry, ['distributed.input_embedding_grads="touched-rows"',
                                                                       'distributed.strategy="fsdp2"']))
-    assert line.startswith(f'{tiny_recipe}: distributed: "touched-rows" is a DDP option')
+    assert line.startswith(f'{tiny_recipe}: distributed.input_embedding_grads: "touched-rows" is a DDP option')
 
 
 def test_out_of_range_plugin_option(registry, tiny_recipe):
@@ -114,6 +115,24 @@ def test_every_core_recipe_key_is_documented():
             assert row is not None, f"docs/recipes.md does not document {section}.{key}"
             # The row carries the field's own description, so the docs cannot drift from the code.
             assert field.description in row, f"docs/recipes.md: {section}.{key} row differs from its description: {field.description!r}"
+
+
+PLUGIN_KINDS = {"monitors": "monitor"}  # recipe section -> plugin kind, where they differ
+
+
+def test_every_option_of_a_documented_plugin_section_is_documented(registry):
+    """docs/recipes.md's `[section]` with `name = "x"` tables carry every option's own description."""
+    lines = (Path(__file__).parents[1] / "docs" / "recipes.md").read_text().splitlines()
+    headings = [(i, m.groups()) for i, line in enumerate(lines)
+                if (m := re.match(r'### `\[\[?(\w+)\]\]?` with `name = "([\w-]+)"`', line))]
+    assert {section for _, (section, _) in headings} >= {"model", "dataset", "compiler", "adapter", "monitors"}
+    for start, (section, name) in headings:
+        rows = [line for line in itertools.takewhile(lambda l: not l.startswith("#"), lines[start + 1:]) if line.startswith("| `")]
+        prefix = "monitors.N" if section == "monitors" else section
+        for key, field in registry.get(PLUGIN_KINDS.get(section, section), name).options.model_fields.items():
+            row = next((row for row in rows if row.startswith(f"| `{prefix}.{key}`")), None)
+            assert row is not None, f"docs/recipes.md: [{section}] {name} does not document {key}"
+            assert field.description in row, f"docs/recipes.md: {prefix}.{key} ({name}) differs from its description"
 
 
 def test_every_bundled_recipe_validates(registry):

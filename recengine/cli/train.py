@@ -53,11 +53,13 @@ def train(
         overrides.insert(0, str(recipe))
         recipe = None
     registry = load_registry()
-    if nproc:  # the recipe is checked here first: its mistakes are said once, not once per process
+    if nproc:  # the recipe and run directory are checked here first: a mistake is said once, not once per process
         if resume is not None:
             load_run_recipe(RunDir.open(resume), registry, overrides)
         else:
-            load_recipe(_recipe_path(recipe), registry, overrides)
+            loaded = load_recipe(_recipe_path(recipe), registry, overrides)
+            if name is not None:
+                refuse_existing(RunDir((output_dir or Path(loaded.run.output_dir)) / name))
         launch_torchrun(nproc, recipe, overrides, resume, output_dir, name)
     if resume is not None:
         run = RunDir.open(resume)
@@ -70,9 +72,8 @@ def train(
         run = RunDir((output_dir or Path(loaded.run.output_dir)) / (name or f"{loaded.run.name}-{stamp}"))
         if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 creates the run directory, the others join it
             wait_for(run.recipe)
-        elif run.path.exists() and any(run.path.iterdir()):
-            raise UserError(f"{run.path}: run directory already exists; resume it with --resume {run.path} or pick another --name")
         else:
+            refuse_existing(run)
             run.path.mkdir(parents=True, exist_ok=True)
             atomic_write_text(run.recipe, loaded.to_toml())
     if os.environ.get("RANK", "0") != "0":
@@ -83,6 +84,11 @@ def train(
     console.print(f"best epoch {results['best_epoch']} of {results['epochs_run']}; run saved in {run.path}")
     if "WORLD_SIZE" in os.environ:
         leave_torchrun_worker()
+
+
+def refuse_existing(run: RunDir) -> None:
+    if run.path.exists() and any(run.path.iterdir()):
+        raise UserError(f"{run.path}: run directory already exists; resume it with --resume {run.path} or pick another --name")
 
 
 def leave_torchrun_worker() -> None:

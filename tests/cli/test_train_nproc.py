@@ -36,6 +36,13 @@ def test_nproc_checks_the_recipe_before_starting_processes(tmp_path):
     assert done.returncode == 1
     assert done.stderr.count("train.lr: Input should be greater than 0") == 1  # said once, by the launcher
     assert "torch.distributed" not in done.stderr and "Traceback" not in done.stderr
+    (tmp_path / "runs" / "taken").mkdir(parents=True)
+    (tmp_path / "runs" / "taken" / "recipe.toml").write_text("")
+    done = subprocess.run([sys.executable, "-m", "recengine", "train", str(recipe), "--nproc", "2", "--name", "taken",
+                           "--output-dir", str(tmp_path / "runs")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert done.stderr.count("run directory already exists; resume it with --resume") == 1
+    assert "torch.distributed" not in done.stderr
 
 
 @pytest.mark.slow
@@ -48,5 +55,5 @@ def test_a_mistake_found_inside_the_processes_ends_in_one_line_not_torchruns_tra
                           capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 1
     assert "error: distributed.input_embedding_grads: \"touched-rows\" needs an input item table" in done.stderr
-    assert "error: 2 of the torchrun processes failed (exit code 1)" in done.stderr
+    assert "error: ranks 0, 1 failed (exit code 1); their messages are above" in done.stderr
     assert "Traceback" not in done.stderr

@@ -23,10 +23,19 @@ def test_inductor_options_are_checked_and_go_over_the_modes_own():
         entry.build({"inductor": {"combo_kernel": True}})
     with pytest.raises(Exception, match='need backend = "inductor"'):
         entry.build({"inductor": {"combo_kernels": True}, "backend": "eager"})
+    with pytest.raises(Exception, match="'combo_kernels' takes bool, not 1"):  # torch.compile would raise outside the fallback
+        entry.build({"inductor": {"combo_kernels": 1}})
+    assert plugin.CompileOptions(inductor={"triton": {"cudagraphs": True}}).inductor == {"triton.cudagraphs": True}  # TOML's nesting
+    assert plugin.CompileOptions(inductor={"cpu_gpu_bw": 50}).inductor == {"cpu_gpu_bw": 50.0}  # a whole number for a float
     options = plugin.CompileOptions(mode="reduce-overhead", inductor={"combo_kernels": True})
     assert plugin.mode_and_options(options) == {"options": {"triton.cudagraphs": True, "combo_kernels": True}}
     assert plugin.mode_and_options(plugin.CompileOptions(mode="reduce-overhead")) == {"mode": "reduce-overhead"}
     assert plugin.mode_and_options(plugin.CompileOptions()) == {"mode": None}
+    # CUDA graphs need a step marker per call, whether the mode or an option turns them on
+    assert plugin.uses_cuda_graphs(plugin.CompileOptions(mode="reduce-overhead"))
+    assert plugin.uses_cuda_graphs(plugin.CompileOptions(inductor={"triton.cudagraphs": True}))
+    assert not plugin.uses_cuda_graphs(plugin.CompileOptions(mode="reduce-overhead", inductor={"triton.cudagraphs": False}))
+    assert not plugin.uses_cuda_graphs(plugin.CompileOptions())
 
 
 def test_compiled_function_gives_the_same_result():
