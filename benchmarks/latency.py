@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from recengine.hardware import cpu_name
 from recengine.export import FORMATS, TopK, export_run, for_export, load_artifact, missing_packages, random_windows
 from recengine.inference import load_model
 
@@ -45,14 +47,6 @@ def train_quickstart(root: Path, epochs: int) -> Path:
     run.recipe.write_text(recipe.to_toml())
     train(recipe, run, console=Console(stderr=True, quiet=True))
     return run.path
-
-
-def cpu_name() -> str:
-    try:
-        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")]
-        return f"{names[0]} ({len(names)} logical cores)"
-    except (OSError, IndexError):
-        return platform.processor() or platform.machine()
 
 
 def sync(device: str) -> None:
@@ -124,7 +118,7 @@ def main() -> None:
             rows[fmt] = measure(load_artifact(out, device).top_k, **shape)
 
     info = {
-        "device": torch.cuda.get_device_name() if device.startswith("cuda") else cpu_name(),
+        "device": torch.cuda.get_device_name() if device.startswith("cuda") else f"{cpu_name()} ({os.cpu_count()} logical cores)",
         "torch": torch.__version__, "threads": torch.get_num_threads(), "python": platform.python_version(),
         "model": f"bert4rec, {eager.num_items} items, max_len {eager.max_len}, k {eager.k}",
         "command": "python " + " ".join(sys.argv),
