@@ -16,7 +16,7 @@ from recengine.errors import UserError
 from recengine.inference import load_run_recipe
 from recengine.plugins import load_registry
 from recengine.checkpoint import atomic_write_text
-from recengine.recipe import load_recipe, read_toml
+from recengine.recipe import load_recipe
 from recengine.runs import RunDir
 from recengine.training import train as run_training
 
@@ -57,9 +57,11 @@ def train(
         if resume is not None:
             load_run_recipe(RunDir.open(resume), registry, overrides)
         else:
-            loaded = load_recipe(_recipe_path(recipe), registry, overrides)
-            if name is not None:
-                refuse_existing(RunDir((output_dir or Path(loaded.run.output_dir)) / name))
+            if recipe is None:
+                raise UserError("give a recipe (recengine train recipes/quickstart.toml --nproc 2) or --resume RUN_DIR")
+            loaded = load_recipe(recipe, registry, overrides)
+            name = name or f"{loaded.run.name}-{datetime.datetime.now():%Y%m%d-%H%M%S}"  # chosen once, for every rank
+            refuse_existing(RunDir((output_dir or Path(loaded.run.output_dir)) / name))
         launch_torchrun(nproc, recipe, overrides, resume, output_dir, name)
     if resume is not None:
         run = RunDir.open(resume)
@@ -107,7 +109,7 @@ def leave_torchrun_worker() -> None:
 def launch_torchrun(nproc: int, recipe, overrides: list[str], resume, output_dir, name) -> None:
     """Replace this process by ``torchrun --standalone --nproc_per_node=N -m recengine train ...``.
 
-    Every rank must agree on the run directory, so a new run gets its name here, once."""
+    Every rank must agree on the run directory, so a new run's ``name`` is chosen before, once."""
     if "WORLD_SIZE" in os.environ:
         raise UserError("--nproc given inside a torchrun job; launch either with torchrun or with --nproc, not both")
     args = [str(recipe)] if recipe is not None else []
@@ -115,21 +117,11 @@ def launch_torchrun(nproc: int, recipe, overrides: list[str], resume, output_dir
     if resume is not None:
         args += ["--resume", str(resume)]
     else:
-        args += ["--name", name or f"{_recipe_name(recipe)}-{datetime.datetime.now():%Y%m%d-%H%M%S}"]
+        args += ["--name", name]
     if output_dir is not None:
         args += ["--output-dir", str(output_dir)]
     torchrun = [sys.executable, "-m", "recengine.cli.torchrun", "--standalone", f"--nproc_per_node={nproc}"]
     os.execv(sys.executable, torchrun + ["-m", "recengine", "train", *args])
-
-
-def _recipe_path(recipe) -> Path:
-    if recipe is None:
-        raise UserError("give a recipe (recengine train recipes/quickstart.toml --nproc 2) or --resume RUN_DIR")
-    return recipe
-
-
-def _recipe_name(recipe) -> str:
-    return str(read_toml(_recipe_path(recipe)).get("run", {}).get("name", "run"))
 
 
 def wait_for(path: Path, timeout_s: float = 600) -> None:
