@@ -1,10 +1,10 @@
 """Which GPU kernels an adapter adds to the 130M training step: frozen base against LoRA or iLoRA.
 
-Builds the step as `recengine bench --shape electronics-130m` does (amp; eager or torch.compile),
-runs 60 steps to warm up (compiling), times 100, then profiles 10 and writes per-step GPU
-time and launch count of every kernel name (top 80 by time) to OUT.json. Compare two files
-to see what an adapter costs: `torch-compile` with mode `default` shows each kernel that
-CUDA graphs (`reduce-overhead`, the mode the adapter benchmarks time) would replay.
+Times the step with `recengine.bench.bench_recipe` (as `recengine bench --shape electronics-130m`
+does: amp; eager or torch.compile), then profiles 10 more steps and writes the per-step GPU
+time and launch count of every kernel name (top 80 by time) to OUT.json. Compare two files to
+see what an adapter costs: `torch-compile` with mode `default` shows each kernel that CUDA
+graphs (`reduce-overhead`, the mode the adapter benchmarks time) would replay.
 
     python benchmarks/adapter_kernels.py frozen.json frozen torch-compile
     python benchmarks/adapter_kernels.py lora.json lora torch-compile
@@ -12,19 +12,40 @@ CUDA graphs (`reduce-overhead`, the mode the adapter benchmarks time) would repl
 
 import argparse
 import collections
-import itertools
 import json
-import time
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
 from recengine import bench
-from recengine.data.split import leave_one_out
 from recengine.plugins import load_registry
 from recengine.recipe import load_recipe
-from recengine.tasks import training_batches
-from recengine.training import TrainStep, adamw
+
+
+class KernelTable:
+    """A profiler for `bench_recipe`: GPU time and launches per step of each kernel name."""
+
+    steps_needed = 10
+
+    def __enter__(self):
+        self.prof = profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]).__enter__()
+        return self
+
+    def step(self) -> None:
+        pass
+
+    def __exit__(self, *exc):
+        torch.cuda.synchronize()
+        self.prof.__exit__(*exc)
+        per_name = collections.defaultdict(lambda: [0.0, 0.0])
+        for event in self.prof.events():
+            if event.device_type == torch.autograd.DeviceType.CUDA:
+                per_name[event.name][0] += event.device_time_total / 1000 / self.steps_needed
+                per_name[event.name][1] += 1 / self.steps_needed
+        rows = sorted(([name[:160], round(ms, 4), calls] for name, (ms, calls) in per_name.items()), key=lambda r: -r[1])
+        self.summary = {"kernel_ms_per_step": sum(r[1] for r in rows), "kernels_per_step": sum(r[2] for r in rows), "top": rows[:80]}
+        return False
+
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("out")
@@ -40,41 +61,12 @@ overrides = ["run.device=cuda"] + (["compiler.dynamic=true", f"compiler.mode={ar
 overrides += ["adapter.rank=1", 'adapter.targets=["out"]'] if args.adapter == "frozen" else []
 setting = {"precision": "amp", "compiler": args.compiler, "adapter": "ilora" if args.adapter == "ilora" else "lora"}
 recipe = bench.matrix_recipe(base, setting, registry, overrides)
-split = leave_one_out(bench.shape_dataset(shape, 100_000).sequences)
-torch.manual_seed(0)
-device = torch.device("cuda")
-with device:
-    model = recipe.adapter.build().adapt(recipe.model.build(num_items=shape.items))
-model.train()
-cfg = recipe.train
-step = TrainStep(model, adamw(model, cfg.lr, cfg.weight_decay, cfg.betas, device), recipe.precision.build(device=device),
-                 recipe.compiler.build(), cfg, item_counts=split.train.item_counts())
-stream = (b for epoch in itertools.count() for b in training_batches(model, split.train, cfg, 0, device).epoch(epoch))
-for batch in itertools.islice(stream, 60):
-    step(batch, cfg.lr)
-times = []
-for batch in itertools.islice(stream, 100):
-    torch.cuda.synchronize()
-    started = time.perf_counter()
-    step(batch, cfg.lr)
-    torch.cuda.synchronize()
-    times.append(time.perf_counter() - started)
-profiled = list(itertools.islice(stream, 10))
-with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-    for batch in profiled:
-        step(batch, cfg.lr)
-    torch.cuda.synchronize()
-per_name = collections.defaultdict(lambda: [0.0, 0])
-for event in prof.events():
-    if event.device_type == torch.autograd.DeviceType.CUDA:
-        per_name[event.name][0] += event.device_time_total / 1000 / len(profiled)
-        per_name[event.name][1] += 1 / len(profiled)
-rows = sorted(([name[:160], round(ms, 4), calls] for name, (ms, calls) in per_name.items()), key=lambda r: -r[1])
-result = {"adapter": args.adapter, "compiler": args.compiler, "mode": args.mode,
-          "step_ms_median": sorted(times)[len(times) // 2] * 1000,  # profiled separately: no CUDA graphs in `default`
-          "kernel_ms_per_step": sum(r[1] for r in rows), "kernels_per_step": sum(r[2] for r in rows), "top": rows[:80],
-          "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad)}
+result = bench.bench_recipe(recipe, steps=100, warmup=60, dataset=bench.shape_dataset(shape, 100_000), eval_users=0,
+                            data_batches=0, profiler=KernelTable())
+kernels = result["profile"]
+record = {"adapter": args.adapter, "compiler": args.compiler, "mode": args.mode, "step_ms_median": result["step_ms"],
+          "trainable": result["trainable_parameters"], **kernels}
 with open(args.out, "w") as f:
-    json.dump(result, f, indent=1)
-print(f"{args.adapter} {args.compiler} {args.mode}: step {result['step_ms_median']:.2f} ms, "
-      f"kernels {result['kernel_ms_per_step']:.2f} ms in {result['kernels_per_step']:.0f} launches per step")
+    json.dump(record, f, indent=1)
+print(f"{args.adapter} {args.compiler} {args.mode}: step {record['step_ms_median']:.2f} ms, "
+      f"kernels {kernels['kernel_ms_per_step']:.2f} ms in {kernels['kernels_per_step']:.0f} launches per step")
