@@ -55,6 +55,8 @@ class TrainSection(Section):
     grad_clip: float = Field(1.0, gt=0, description="Maximum global gradient norm.")
     mask_prob: float = Field(0.2, gt=0, lt=1, description="Share of items replaced by [MASK] in the cloze task.")
     mask_last: bool = Field(True, description="Always mask the last item of a training window (the next-item task).")
+    last_only_share: float = Field(0.0, ge=0, le=1, description="Share of training windows whose last item is their only [MASK] "
+                                   "(BERT4Rec paper, section 3.6): a context as clean as at test time. Needs mask_last.")
     length_grouping: int = Field(0, ge=0, description="Sort users by length within pools of this many batches, so batches trim to "
                                  "short lengths (0: off, plain shuffling; e.g. 64 trains much faster on short sequences).")
     window: Literal["random", "last", "prefix"] = Field(
@@ -78,6 +80,13 @@ class TrainSection(Section):
         "global", description="With several processes (torchrun): 'global' keeps batch_size sequences per step over all ranks; "
         "'per_gpu' gives each rank batch_size, so a step holds batch_size x ranks and an epoch has that many times fewer steps "
         "(warm-up and cosine decay are in steps and follow; lr is not rescaled).")
+
+    @field_validator("last_only_share")
+    @classmethod
+    def _last_only_needs_mask_last(cls, share: float, info: ValidationInfo) -> float:
+        if share > 0 and not info.data.get("mask_last", True):
+            raise ValueError("masks the last item alone, so it needs train.mask_last = true (or set last_only_share = 0)")
+        return share
 
     @field_validator("betas", mode="before")
     @classmethod

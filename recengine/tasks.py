@@ -19,7 +19,8 @@ from recengine.errors import UserError
 
 TASKS = {
     "cloze": lambda seqs, max_len, cfg, seed, device: ClozeBatches(
-        seqs, max_len, cfg.batch_size, cfg.mask_prob, cfg.mask_last, cfg.window, seed, device, length_grouping=cfg.length_grouping),
+        seqs, max_len, cfg.batch_size, cfg.mask_prob, cfg.mask_last, cfg.window, seed, device,
+        length_grouping=cfg.length_grouping, last_only_share=cfg.last_only_share),
     "next_item": lambda seqs, max_len, cfg, seed, device: NextItemBatches(
         seqs, max_len, cfg.batch_size, cfg.window, seed, device, length_grouping=cfg.length_grouping),
 }

@@ -38,16 +38,22 @@ def gather_windows(items: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor
 
 
 def cloze_mask(
-    tokens: torch.Tensor, mask_prob: float, mask_token: int, generator: torch.Generator, mask_last: bool = True
+    tokens: torch.Tensor, mask_prob: float, mask_token: int, generator: torch.Generator, mask_last: bool = True,
+    last_only_share: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """BERT4Rec's cloze task: replace a random share of items by [MASK].
 
     Returns (inputs, labels); labels hold the original item at masked positions and PAD
     elsewhere. With ``mask_last`` the final item is always masked, which is exactly the
-    next-item task the model is evaluated on.
+    next-item task the model is evaluated on. A ``last_only_share`` of the rows mask their
+    last item alone (BERT4Rec paper, section 3.6): their context is as clean as at test time,
+    where no other item is masked.
     """
     real = tokens != PAD
     masked = (torch.rand(tokens.shape, generator=generator, device=tokens.device) < mask_prob) & real
+    if last_only_share > 0:  # drawn only when asked, so the default keeps the masks it always had
+        last_only = torch.rand(tokens.shape[0], generator=generator, device=tokens.device) < last_only_share
+        masked[last_only] = False
     if mask_last:
         masked[:, -1] |= real[:, -1]
     inputs = torch.where(masked, mask_token, tokens)
@@ -130,6 +136,7 @@ class ClozeBatches:
         device: str | torch.device = "cpu",
         trim: bool = True,
         length_grouping: int = 0,
+        last_only_share: float = 0.0,
     ):
         self.device = torch.device(device)
         # Built on the host; see the module docstring.
@@ -137,7 +144,7 @@ class ClozeBatches:
         self.starts = torch.from_numpy(seqs.offsets[:-1])
         self.lengths = torch.from_numpy(seqs.lengths)
         self.trim_lengths = trim_lengths(max_len) if trim else (max_len,)
-        self.length_grouping = length_grouping
+        self.length_grouping, self.last_only_share = length_grouping, last_only_share
         self.num_users = seqs.num_users
         self.mask_token = seqs.num_items + 1
         self.max_len, self.batch_size = max_len, batch_size
@@ -191,7 +198,7 @@ class ClozeBatches:
 
     def label(self, tokens: torch.Tensor, epoch: int, b: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(inputs, labels) of the training task: the cloze task here."""
-        return cloze_mask(tokens, self.mask_prob, self.mask_token, self._generator(epoch, b), self.mask_last)
+        return cloze_mask(tokens, self.mask_prob, self.mask_token, self._generator(epoch, b), self.mask_last, self.last_only_share)
 
     def batch(self, users: torch.Tensor, ends: torch.Tensor, epoch: int, b: int) -> Batch:
         tokens = gather_windows(self.items, self.starts[users], ends[users], self.max_len)

@@ -46,3 +46,27 @@ def test_prefix_windows_end_anywhere_from_the_second_item():
         for u in range(3):
             lengths[u].add(int(ends[u]))
     assert lengths == {0: {2, 3, 4, 5, 6}, 1: {2}, 2: {1}}, "every prefix of two or more items, whole short histories"
+
+
+def test_last_only_rows_mask_their_last_item_alone():
+    tokens = torch.randint(1, 100, (4000, 20))
+    plain = cloze_mask(tokens, 0.4, mask_token=101, generator=torch.Generator().manual_seed(0))
+    inputs, labels = cloze_mask(tokens, 0.4, mask_token=101, generator=torch.Generator().manual_seed(0), last_only_share=0.3)
+    masked_per_row = (inputs == 101).sum(dim=1)
+    last_only = masked_per_row == 1
+    assert (inputs[:, -1] == 101).all() and (labels[:, -1] == tokens[:, -1]).all()
+    assert abs(last_only.float().mean().item() - (0.3 + 0.7 * 0.6**19)) < 0.03
+    # the other rows keep exactly the masks they get without the option (same random stream)
+    assert torch.equal(inputs[~last_only], plain[0][~last_only]) and torch.equal(labels[~last_only], plain[1][~last_only])
+    assert (labels[last_only][:, :-1] == 0).all()
+
+
+def test_last_only_share_needs_mask_last():
+    import pytest
+    from pydantic import ValidationError
+
+    from recengine.recipe import TrainSection
+
+    assert TrainSection(last_only_share=0.5).last_only_share == 0.5
+    with pytest.raises(ValidationError, match="mask_last"):
+        TrainSection(mask_last=False, last_only_share=0.5)
