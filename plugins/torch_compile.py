@@ -65,11 +65,13 @@ class CompileOptions(BaseModel):
                 close = difflib.get_close_matches(key, known, n=1)
                 hint = f"; did you mean '{close[0]}'?" if close else " (torch._inductor.list_options() has them all)"
                 raise PydanticCustomError("inductor_option", f"'{key}' is not an inductor option{hint}")
-            default = functools.reduce(getattr, key.split("."), config)
-            if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+            *owner, name = key.split(".")
+            default = getattr(functools.reduce(getattr, owner, config), name)
+            kinds = (type(default),) if default is not None else _annotated_kinds(functools.reduce(getattr, owner, config), name)
+            if float in kinds and isinstance(value, int) and not isinstance(value, bool):
                 value = float(value)
-            if type(value) is not type(default):
-                wanted = type(default).__name__ if isinstance(default, (bool, int, float, str)) else "a value of a kind recipes cannot hold"
+            if type(value) not in kinds:
+                wanted = " or ".join(kind.__name__ for kind in kinds) if kinds else "a value of a kind recipes cannot hold"
                 raise PydanticCustomError("inductor_type", f"'{key}' takes {wanted}, not {value!r}")
             checked[key] = value
         return checked
@@ -79,6 +81,14 @@ class CompileOptions(BaseModel):
         if self.inductor and self.backend != "inductor":
             raise PydanticCustomError("inductor_backend", f'inductor options need backend = "inductor" (backend is "{self.backend}")')
         return self
+
+
+def _annotated_kinds(owner: Any, name: str) -> tuple[type, ...]:
+    """The recipe-expressible types an inductor option with a None default is annotated with
+    (``reorder_prefetch_limit: int | None``): the default alone does not say what it takes."""
+    annotation = str(getattr(owner, "__annotations__", {}).get(name, ""))
+    words = set(annotation.replace("|", " ").replace("[", " ").replace("]", " ").replace(",", " ").split())
+    return tuple(kind for kind in (bool, int, float, str) if kind.__name__ in words)
 
 
 def mode_and_options(options: CompileOptions) -> dict:

@@ -27,6 +27,12 @@ def test_inductor_options_are_checked_and_go_over_the_modes_own():
         entry.build({"inductor": {"combo_kernels": 1}})
     assert plugin.CompileOptions(inductor={"triton": {"cudagraphs": True}}).inductor == {"triton.cudagraphs": True}  # TOML's nesting
     assert plugin.CompileOptions(inductor={"cpu_gpu_bw": 50}).inductor == {"cpu_gpu_bw": 50.0}  # a whole number for a float
+    # None defaults: the annotation says what they take
+    assert plugin.CompileOptions(inductor={"reorder_prefetch_limit": 4}).inductor == {"reorder_prefetch_limit": 4}
+    with pytest.raises(Exception, match="'reorder_prefetch_limit' takes int, not 'x'"):
+        plugin.CompileOptions(inductor={"reorder_prefetch_limit": "x"})
+    with pytest.raises(Exception, match="'post_grad_custom_pre_pass' takes a value of a kind recipes cannot hold"):
+        plugin.CompileOptions(inductor={"post_grad_custom_pre_pass": "x"})
     options = plugin.CompileOptions(mode="reduce-overhead", inductor={"combo_kernels": True})
     assert plugin.mode_and_options(options) == {"options": {"triton.cudagraphs": True, "combo_kernels": True}}
     assert plugin.mode_and_options(plugin.CompileOptions(mode="reduce-overhead")) == {"mode": "reduce-overhead"}
