@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import difflib
 import functools
+import types
+import typing
 import warnings
 from typing import Any, Callable, Literal
 
@@ -65,9 +67,8 @@ class CompileOptions(BaseModel):
                 close = difflib.get_close_matches(key, known, n=1)
                 hint = f"; did you mean '{close[0]}'?" if close else " (torch._inductor.list_options() has them all)"
                 raise PydanticCustomError("inductor_option", f"'{key}' is not an inductor option{hint}")
-            *owner, name = key.split(".")
-            default = getattr(functools.reduce(getattr, owner, config), name)
-            kinds = (type(default),) if default is not None else _annotated_kinds(functools.reduce(getattr, owner, config), name)
+            default = functools.reduce(getattr, key.split("."), config)
+            kinds = (type(default),) if default is not None else _annotated_kinds(config, key)
             if float in kinds and isinstance(value, int) and not isinstance(value, bool):
                 value = float(value)
             if type(value) not in kinds:
@@ -83,12 +84,22 @@ class CompileOptions(BaseModel):
         return self
 
 
-def _annotated_kinds(owner: Any, name: str) -> tuple[type, ...]:
+def _annotated_kinds(config: Any, key: str) -> tuple[type, ...]:
     """The recipe-expressible types an inductor option with a None default is annotated with
-    (``reorder_prefetch_limit: int | None``): the default alone does not say what it takes."""
-    annotation = str(getattr(owner, "__annotations__", {}).get(name, ""))
-    words = set(annotation.replace("|", " ").replace("[", " ").replace("]", " ").replace(",", " ").split())
-    return tuple(kind for kind in (bool, int, float, str) if kind.__name__ in words)
+    (``reorder_prefetch_limit: int | None``): the default alone does not say what it takes.
+
+    Only the members of the annotation's top-level union count, so ``Callable[[int], int] | None``
+    takes none of them. Sub-config options (``triton.max_tiles``) have no ``__annotations__`` on
+    their proxy; torch's config entry keeps the type (``value_type``) for every option."""
+    *owner, name = key.split(".")
+    annotation = getattr(getattr(config, "_config", {}).get(key), "value_type", None)
+    if annotation is None:
+        annotation = (getattr(functools.reduce(getattr, owner, config), "__annotations__", None) or {}).get(name)
+    if isinstance(annotation, str):  # postponed: only a plain union of names ("int | None") is read, nothing nested
+        members = {part.strip() for part in annotation.split("|")} if "[" not in annotation else set()
+        return tuple(kind for kind in (bool, int, float, str) if kind.__name__ in members)
+    members = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) else (annotation,)
+    return tuple(kind for kind in (bool, int, float, str) if kind in members)
 
 
 def mode_and_options(options: CompileOptions) -> dict:

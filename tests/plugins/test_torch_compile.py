@@ -33,6 +33,11 @@ def test_inductor_options_are_checked_and_go_over_the_modes_own():
         plugin.CompileOptions(inductor={"reorder_prefetch_limit": "x"})
     with pytest.raises(Exception, match="'post_grad_custom_pre_pass' takes a value of a kind recipes cannot hold"):
         plugin.CompileOptions(inductor={"post_grad_custom_pre_pass": "x"})
+    assert plugin.CompileOptions(inductor={"triton": {"max_tiles": 2}}).inductor == {"triton.max_tiles": 2}  # sub-config: int | None
+    with pytest.raises(Exception, match="'triton.max_tiles' takes int, not True"):
+        plugin.CompileOptions(inductor={"triton.max_tiles": True})
+    with pytest.raises(Exception, match="cannot hold"):  # Callable[[int], int] | None: the int inside is no member
+        plugin.CompileOptions(inductor={"bucket_all_reduces_fx_bucket_size_determinator": 4})
     options = plugin.CompileOptions(mode="reduce-overhead", inductor={"combo_kernels": True})
     assert plugin.mode_and_options(options) == {"options": {"triton.cudagraphs": True, "combo_kernels": True}}
     assert plugin.mode_and_options(plugin.CompileOptions(mode="reduce-overhead")) == {"mode": "reduce-overhead"}
