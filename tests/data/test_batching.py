@@ -70,3 +70,17 @@ def test_last_only_share_needs_mask_last():
     assert TrainSection(last_only_share=0.5).last_only_share == 0.5
     with pytest.raises(ValidationError, match="mask_last"):
         TrainSection(mask_last=False, last_only_share=0.5)
+
+
+def test_last_only_share_default_keeps_the_mask_stream_and_reaches_the_batches():
+    from recengine.recipe import TrainSection
+    from recengine.tasks import TASKS
+
+    tokens = torch.randint(1, 100, (64, 20))
+    inputs, _ = cloze_mask(tokens, 0.4, mask_token=101, generator=torch.Generator().manual_seed(0))
+    expected = torch.rand(tokens.shape, generator=torch.Generator().manual_seed(0)) < 0.4
+    expected[:, -1] = True
+    assert torch.equal(inputs == 101, expected), "the default draws exactly the item mask, nothing before it"
+    seqs = Sequences.from_lists([list(range(1, 12))] * 40, num_items=20)
+    batch = next(TASKS["cloze"](seqs, 10, TrainSection(batch_size=40, mask_prob=0.5, last_only_share=1.0), 0, "cpu").epoch(0))
+    assert ((batch.inputs == 21).sum(dim=1) == 1).all(), "train.last_only_share reaches ClozeBatches through the cloze task"
