@@ -56,7 +56,8 @@ class TrainSection(Section):
     mask_prob: float = Field(0.2, gt=0, lt=1, description="Share of items replaced by [MASK] in the cloze task.")
     mask_last: bool = Field(True, description="Always mask the last item of a training window (the next-item task).")
     last_only_share: float = Field(0.0, ge=0, le=1, description="Share of training windows whose last item is their only [MASK] "
-                                   "(BERT4Rec paper, section 3.6): a context as clean as at test time. Needs mask_last. It lowered accuracy on Video Games (docs/results.md).")
+                                   "(BERT4Rec paper, section 3.6): a context as clean as at test time. Needs mask_last. "
+                                   "It lowered accuracy on Video Games (docs/results.md).")
     length_grouping: int = Field(0, ge=0, description="Sort users by length within pools of this many batches, so batches trim to "
                                  "short lengths (0: off, plain shuffling; e.g. 64 trains much faster on short sequences, "
                                  "but length-sorted batches can cost accuracy: -0.019 NDCG@10 on Video Games, docs/results.md).")
@@ -86,7 +87,8 @@ class TrainSection(Section):
     @classmethod
     def _last_only_needs_mask_last(cls, share: float, info: ValidationInfo) -> float:
         if share > 0 and not info.data.get("mask_last", True):
-            raise ValueError("masks the last item alone, so it needs train.mask_last = true (or set last_only_share = 0)")
+            raise PydanticCustomError("needs_mask_last", "windows masked at their last item alone need train.mask_last = true "
+                                      "(or set train.last_only_share = 0)")
         return share
 
     @field_validator("betas", mode="before")
