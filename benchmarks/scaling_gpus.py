@@ -15,7 +15,9 @@ cost) and add the per-step GPU time of NCCL and of all other kernels to its JSON
 from __future__ import annotations
 
 import argparse
+import glob
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -127,6 +129,8 @@ def main() -> None:
                   "gradient_as_bucket_view": not args.no_bucket_view,
                   "global_batch": global_batch, "parameters": parameters,
                   "step_ms": step_s * 1000, "step_ms_mean": mean_s * 1000, "samples_per_s": global_batch / step_s, "peak_memory_mb_per_gpu": peak.item(),
+                  # Whether torchrun's --numa-binding (NUMA= in scaling_gpus.sh) had anything to bind, and what rank 0 got.
+                  "numa_nodes": len(glob.glob("/sys/devices/system/node/node[0-9]*")), "rank0_cpus": len(os.sched_getaffinity(0)),
                   **kernels, **hardware_info(device)}
         with open(args.out, "a") as f:
             f.write(json.dumps(record) + "\n")

@@ -10,6 +10,8 @@
 # FSDP2 against DDP at 430M. TRACE=1 adds one profiled run per shape and GPU count (traces.jsonl
 # with the per-step NCCL and other kernel time, and trace-SHAPE-xN.json.gz to open in Perfetto).
 # COMPILER=torch-compile times compiled steps under DDP (give RUN_LIMIT_S room for compiling).
+# NUMA=node (or socket, exclusive, core-complex) has torchrun bind each rank to the CPUs near its
+# GPU (torchrun --numa-binding), against ranks drifting apart on a host-bound eager step.
 # About 30 s per run: ROUNDS=3 with both shapes is about 9 minutes.
 #
 #   benchmarks/scaling_gpus.sh [OUT_DIR] [PRECISION]                 # e.g. benchmarks/scaling_gpus.sh scaling amp
@@ -28,7 +30,7 @@ for shape in $SHAPES; do [ -n "${BATCH[$shape]:-}" ] || { echo "SHAPES: unknown 
 run() {  # out nproc shape strategy [more scaling_gpus.py options]
   local out=$1 n=$2 shape=$3 strategy=$4; shift 4
   [ "$n" -le "$GPUS" ] || { echo "skip: $n GPUs asked, $GPUS present"; return; }
-  timeout --kill-after=10 "${RUN_LIMIT_S:-150}" "$PY" -m torch.distributed.run --standalone --nproc_per_node="$n" benchmarks/scaling_gpus.py \
+  timeout --kill-after=10 "${RUN_LIMIT_S:-150}" "$PY" -m torch.distributed.run --standalone --nproc_per_node="$n" ${NUMA:+--numa-binding="$NUMA"} benchmarks/scaling_gpus.py \
     --shape "$shape" --batch "${BATCH[$shape]}" --strategy "$strategy" --precision "$PRECISION" --compiler "${COMPILER:-eager}" --out "$out" "$@" \
     || echo "failed or timed out: $n $shape $strategy $* (exit $?)"
 }
