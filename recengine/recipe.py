@@ -167,7 +167,6 @@ class DistributedSection(Section):
         "only the rows this step's ids touched: the same sums, and faster with large catalogs (measured at 500k items; "
         "no reliable gain at 160k). Untied models only.")
 
-
     @field_validator("input_embedding_grads")
     @classmethod
     def _touched_rows_under_ddp(cls, value: str, info: ValidationInfo) -> str:
