@@ -48,15 +48,38 @@ class BERT4RecOptions(EncoderOptions):
 ATTENTION_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
+def single_weight(projection: nn.Module) -> torch.Tensor | None:
+    """The one matrix ``projection`` applies to its input: a plain nn.Linear's weight, or an
+    adapted layer's ``fused_weight()`` (LoRA's W + s B A). None when it is not one matrix
+    (iLoRA's per-sequence update, LoRA with adapter dropout while training)."""
+    if type(projection) is nn.Linear:
+        return projection.weight
+    fused_weight = getattr(projection, "fused_weight", None)
+    return fused_weight() if fused_weight is not None else None
+
+
 class Attention(nn.Module):
     def __init__(self, hidden: int, heads: int, dropout: float):
         super().__init__()
         self.heads, self.dropout = heads, dropout
+        # Three modules, not one stacked [3h, h] layer: the state-dict keys and the adapters'
+        # targets (q, k, v by name) stay those of BERT4Rec; forward stacks them itself.
         self.q, self.k, self.v, self.out = (nn.Linear(hidden, hidden) for _ in range(4))
+
+    def project_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        projections = (self.q, self.k, self.v)
+        weights = [single_weight(p) for p in projections]
+        biases = [p.bias for p in projections]
+        if any(w is None for w in weights) or any(b is None for b in biases):
+            return tuple(p(x) for p in projections)
+        # q, k and v read the same input: one matmul over the stacked weights instead of three,
+        # and in the backward one input-gradient product (and with LoRA, one weight-gradient
+        # product) instead of three. At the 130M shape the step is bound by small kernels.
+        return F.linear(x, torch.cat(weights), torch.cat(biases)).split(x.shape[-1], dim=-1)
 
     def forward(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         b, n, h = x.shape
-        q, k, v = (proj(x).view(b, n, self.heads, h // self.heads).transpose(1, 2) for proj in (self.q, self.k, self.v))
+        q, k, v = (t.reshape(b, n, self.heads, h // self.heads).transpose(1, 2) for t in self.project_qkv(x))
         # Not the cuDNN backend: it rebuilds its graph for every new shape (trimmed lengths
         # vary per batch), which cost ~4 ms of CPU per call on H100 (torch 2.11).
         with sdpa_kernel(ATTENTION_BACKENDS):

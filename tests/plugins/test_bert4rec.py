@@ -1,0 +1,78 @@
+import pytest
+import torch
+from torch import nn
+
+from recengine_plugins.bert4rec import Attention
+from recengine_plugins.ilora import ILoRALinear
+from recengine_plugins.lora import LoRALinear
+
+torch.set_num_threads(1)
+
+
+def attention_and_input(seed=0):
+    torch.manual_seed(seed)
+    return Attention(hidden=16, heads=2, dropout=0.0), torch.randn(3, 5, 16, requires_grad=True)
+
+
+def separately(attention, x):
+    return [p(x) for p in (attention.q, attention.k, attention.v)]
+
+
+def calls_to(attention):
+    calls = []
+    for p in (attention.q, attention.k, attention.v):
+        p.register_forward_hook(lambda *_: calls.append(1))
+    return calls
+
+
+def adapt(attention, make):
+    for name in ("q", "k", "v"):
+        setattr(attention, name, make(getattr(attention, name)))
+        with torch.no_grad():
+            getattr(attention, name).lora_b.normal_()  # a nonzero update, so the adapter counts
+
+
+@pytest.mark.parametrize("adapter", ["none", "lora"])
+def test_q_k_v_run_as_one_stacked_matmul_with_the_same_values_and_gradients(adapter):
+    attention, x = attention_and_input()
+    if adapter == "lora":
+        adapt(attention, lambda base: LoRALinear(base, rank=2, alpha=4.0, dropout=0.0))
+    calls = calls_to(attention)
+    stacked = attention.project_qkv(x)
+    assert not calls, "the stacked path calls no projection module"
+    expected = separately(attention, x)
+    params = [p for m in (attention.q, attention.k, attention.v) for p in m.parameters() if p.requires_grad] + [x]
+    weights = [torch.randn_like(t) for t in expected]
+    got_grads = torch.autograd.grad(sum((t * w).sum() for t, w in zip(stacked, weights)), params)
+    want_grads = torch.autograd.grad(sum((t * w).sum() for t, w in zip(expected, weights)), params)
+    for got, want in zip(stacked, expected):
+        torch.testing.assert_close(got, want)
+    for got, want in zip(got_grads, want_grads):
+        torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("adapter", ["lora-dropout", "ilora"])
+def test_projections_that_are_not_one_matrix_run_separately(adapter):
+    attention, x = attention_and_input()
+    if adapter == "ilora":
+        adapt(attention, lambda base: ILoRALinear(base, rank=4, experts=2, alpha=4.0, dropout=0.0))
+        for p in (attention.q, attention.k, attention.v):
+            p.gate = torch.full((3, 1, 4), 0.5)  # [B, 1, K*r], as GatedModel sets it
+    else:
+        adapt(attention, lambda base: LoRALinear(base, rank=2, alpha=4.0, dropout=0.5))
+    calls = calls_to(attention)
+    attention.project_qkv(x)
+    assert len(calls) == 3
+    if adapter == "lora-dropout":  # evaluation has no dropout: one matrix again
+        attention.eval()
+        calls.clear()
+        attention.project_qkv(x)
+        assert not calls
+
+
+def test_a_projection_without_bias_runs_separately():
+    attention, x = attention_and_input()
+    attention.k = nn.Linear(16, 16, bias=False)
+    calls = calls_to(attention)
+    attention.project_qkv(x)
+    assert len(calls) == 3
