@@ -48,14 +48,20 @@ class BERT4RecOptions(EncoderOptions):
 ATTENTION_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
-def single_weight(projection: nn.Module) -> torch.Tensor | None:
-    """The one matrix ``projection`` applies to its input: a plain nn.Linear's weight, or an
-    adapted layer's ``fused_weight()`` (LoRA's W + s B A). None when it is not one matrix
-    (iLoRA's per-sequence update, LoRA with adapter dropout while training)."""
-    if type(projection) is nn.Linear:
-        return projection.weight
-    fused_weight = getattr(projection, "fused_weight", None)
-    return fused_weight() if fused_weight is not None else None
+def stacked_projection(projections: tuple[nn.Module, ...], x: torch.Tensor) -> torch.Tensor | None:
+    """``x`` through several projections as one [..., sum of their outputs] tensor, computed by
+    stacked products: plain nn.Linear layers stack their weights; adapted layers stack through
+    their class's ``stacked_forward`` (LoRA, iLoRA). None when they do not stack (mixed kinds,
+    no bias, or an adapter whose stacked form would compute something else)."""
+    kind = type(projections[0])
+    if any(type(p) is not kind for p in projections):
+        return None
+    if kind is nn.Linear:
+        if any(p.bias is None for p in projections):
+            return None
+        return F.linear(x, torch.cat([p.weight for p in projections]), torch.cat([p.bias for p in projections]))
+    stacked_forward = getattr(kind, "stacked_forward", None)
+    return stacked_forward(projections, x) if stacked_forward is not None else None
 
 
 class Attention(nn.Module):
@@ -67,15 +73,14 @@ class Attention(nn.Module):
         self.q, self.k, self.v, self.out = (nn.Linear(hidden, hidden) for _ in range(4))
 
     def project_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        projections = (self.q, self.k, self.v)
-        weights = [single_weight(p) for p in projections]
-        biases = [p.bias for p in projections]
-        if any(w is None for w in weights) or any(b is None for b in biases):
-            return tuple(p(x) for p in projections)
-        # q, k and v read the same input: one matmul over the stacked weights instead of three,
-        # and in the backward one input-gradient product (and with LoRA, one weight-gradient
+        # q, k and v read the same input: one matmul over their stacked weights instead of three,
+        # and in the backward one input-gradient product (and with an adapter, one weight-gradient
         # product) instead of three. At the 130M shape the step is bound by small kernels.
-        return F.linear(x, torch.cat(weights), torch.cat(biases)).split(x.shape[-1], dim=-1)
+        projections = (self.q, self.k, self.v)
+        stacked = stacked_projection(projections, x)
+        if stacked is None:
+            return tuple(p(x) for p in projections)
+        return stacked.split(x.shape[-1], dim=-1)
 
     def forward(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         b, n, h = x.shape

@@ -104,6 +104,15 @@ class LoRALinear(nn.Linear):
             return None
         return self.effective_weight()
 
+    @staticmethod
+    def stacked_forward(layers: tuple[LoRALinear, ...], x: torch.Tensor) -> torch.Tensor | None:
+        """Layers reading the same input (BERT4Rec's q, k, v) as one matmul over their stacked
+        effective weights; None while adapter dropout makes each two paths, or without biases."""
+        weights = [layer.fused_weight() for layer in layers]
+        if any(w is None for w in weights) or any(layer.bias is None for layer in layers):
+            return None
+        return F.linear(x, torch.cat(weights), torch.cat([layer.bias for layer in layers]))
+
     def effective_weight(self) -> torch.Tensor:
         """W + scale * B A as one addmm (in the autocast dtype under autocast, as F.linear would cast W)."""
         return torch.addmm(self.weight, self.lora_b, self.lora_a, alpha=self.scale)

@@ -32,11 +32,21 @@ def adapt(attention, make):
             getattr(attention, name).lora_b.normal_()  # a nonzero update, so the adapter counts
 
 
-@pytest.mark.parametrize("adapter", ["none", "lora"])
-def test_q_k_v_run_as_one_stacked_matmul_with_the_same_values_and_gradients(adapter):
+def adapted(adapter, dropout=0.0):
     attention, x = attention_and_input()
     if adapter == "lora":
-        adapt(attention, lambda base: LoRALinear(base, rank=2, alpha=4.0, dropout=0.0))
+        adapt(attention, lambda base: LoRALinear(base, rank=2, alpha=4.0, dropout=dropout))
+    if adapter == "ilora":
+        adapt(attention, lambda base: ILoRALinear(base, rank=4, experts=2, alpha=4.0, dropout=dropout))
+        gate = torch.softmax(torch.randn(3, 1, 2), dim=-1).repeat_interleave(2, dim=-1)  # [B, 1, K*r], as GatedModel sets it
+        for p in (attention.q, attention.k, attention.v):
+            p.gate = gate
+    return attention, x
+
+
+@pytest.mark.parametrize("adapter", ["none", "lora", "ilora"])
+def test_q_k_v_run_as_stacked_products_with_the_same_values_and_gradients(adapter):
+    attention, x = adapted(adapter)
     calls = calls_to(attention)
     stacked = attention.project_qkv(x)
     assert not calls, "the stacked path calls no projection module"
@@ -51,26 +61,24 @@ def test_q_k_v_run_as_one_stacked_matmul_with_the_same_values_and_gradients(adap
         torch.testing.assert_close(got, want)
 
 
-@pytest.mark.parametrize("adapter", ["lora-dropout", "ilora"])
-def test_projections_that_are_not_one_matrix_run_separately(adapter):
-    attention, x = attention_and_input()
-    if adapter == "ilora":
-        adapt(attention, lambda base: ILoRALinear(base, rank=4, experts=2, alpha=4.0, dropout=0.0))
-        for p in (attention.q, attention.k, attention.v):
-            p.gate = torch.full((3, 1, 4), 0.5)  # [B, 1, K*r], as GatedModel sets it
-    else:
-        adapt(attention, lambda base: LoRALinear(base, rank=2, alpha=4.0, dropout=0.5))
+@pytest.mark.parametrize("adapter", ["lora", "ilora"])
+def test_adapters_training_with_dropout_run_separately_and_stack_again_in_eval(adapter):
+    attention, x = adapted(adapter, dropout=0.5)
+    calls = calls_to(attention)
+    attention.project_qkv(x)
+    assert len(calls) == 3, "one shared dropout mask would differ from each layer's own"
+    attention.eval()
+    calls.clear()
+    attention.project_qkv(x)
+    assert not calls
+
+
+def test_mixed_kinds_and_missing_biases_run_separately():
+    attention, x = adapted("lora")
+    attention.k = nn.Linear(16, 16)
     calls = calls_to(attention)
     attention.project_qkv(x)
     assert len(calls) == 3
-    if adapter == "lora-dropout":  # evaluation has no dropout: one matrix again
-        attention.eval()
-        calls.clear()
-        attention.project_qkv(x)
-        assert not calls
-
-
-def test_a_projection_without_bias_runs_separately():
     attention, x = attention_and_input()
     attention.k = nn.Linear(16, 16, bias=False)
     calls = calls_to(attention)
