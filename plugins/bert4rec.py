@@ -52,16 +52,21 @@ def stacked_projection(projections: tuple[nn.Module, ...], x: torch.Tensor) -> t
     """``x`` through several projections as one [..., sum of their outputs] tensor, computed by
     stacked products: plain nn.Linear layers stack their weights; adapted layers stack through
     their class's ``stacked_forward`` (LoRA, iLoRA). None when they do not stack (mixed kinds,
-    no bias, or an adapter whose stacked form would compute something else)."""
+    no bias, or an adapter whose stacked form would compute something else), and when any of
+    them has forward hooks: the stacked path never calls the modules, so hooks would not run.
+
+    ``stacked_forward`` counts only where the class defines it itself: a subclass that changes
+    ``forward`` must not inherit its parent's stacked form (it would compute the parent's)."""
     kind = type(projections[0])
-    if any(type(p) is not kind for p in projections):
+    if any(type(p) is not kind or p._forward_hooks or p._forward_pre_hooks for p in projections):
         return None
     if kind is nn.Linear:
         if any(p.bias is None for p in projections):
             return None
         return F.linear(x, torch.cat([p.weight for p in projections]), torch.cat([p.bias for p in projections]))
-    stacked_forward = getattr(kind, "stacked_forward", None)
-    return stacked_forward(projections, x) if stacked_forward is not None else None
+    if "stacked_forward" not in kind.__dict__:
+        return None
+    return kind.stacked_forward(projections, x)
 
 
 class Attention(nn.Module):
