@@ -48,15 +48,48 @@ class BERT4RecOptions(EncoderOptions):
 ATTENTION_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
+def stacked_projection(projections: tuple[nn.Module, ...], x: torch.Tensor) -> torch.Tensor | None:
+    """``x`` through several projections as one [..., sum of their outputs] tensor, computed by
+    stacked products: plain nn.Linear layers stack their weights; adapted layers stack through
+    their class's ``stacked_forward`` (LoRA, iLoRA). None when they do not stack (mixed kinds,
+    no bias, or an adapter whose stacked form would compute something else), and when any of
+    them has forward hooks: the stacked path never calls the modules, so hooks would not run.
+
+    ``stacked_forward`` counts only where the class defines it itself: a subclass that changes
+    ``forward`` must not inherit its parent's stacked form (it would compute the parent's)."""
+    kind = type(projections[0])
+    if any(type(p) is not kind or p._forward_hooks or p._forward_pre_hooks for p in projections):
+        return None
+    if kind is nn.Linear:
+        if any(p.bias is None for p in projections):
+            return None
+        return F.linear(x, torch.cat([p.weight for p in projections]), torch.cat([p.bias for p in projections]))
+    if "stacked_forward" not in kind.__dict__:
+        return None
+    return kind.stacked_forward(projections, x)
+
+
 class Attention(nn.Module):
     def __init__(self, hidden: int, heads: int, dropout: float):
         super().__init__()
         self.heads, self.dropout = heads, dropout
+        # Three modules, not one stacked [3h, h] layer: the state-dict keys and the adapters'
+        # targets (q, k, v by name) stay those of BERT4Rec; forward stacks them itself.
         self.q, self.k, self.v, self.out = (nn.Linear(hidden, hidden) for _ in range(4))
+
+    def project_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        # q, k and v read the same input: one matmul over their stacked weights instead of three,
+        # and in the backward one input-gradient product (and with an adapter, one weight-gradient
+        # product) instead of three. At the 130M shape the step is bound by small kernels.
+        projections = (self.q, self.k, self.v)
+        stacked = stacked_projection(projections, x)
+        if stacked is None:
+            return tuple(p(x) for p in projections)
+        return stacked.split(x.shape[-1], dim=-1)
 
     def forward(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         b, n, h = x.shape
-        q, k, v = (proj(x).view(b, n, self.heads, h // self.heads).transpose(1, 2) for proj in (self.q, self.k, self.v))
+        q, k, v = (t.reshape(b, n, self.heads, h // self.heads).transpose(1, 2) for t in self.project_qkv(x))
         # Not the cuDNN backend: it rebuilds its graph for every new shape (trimmed lengths
         # vary per batch), which cost ~4 ms of CPU per call on H100 (torch 2.11).
         with sdpa_kernel(ATTENTION_BACKENDS):

@@ -86,6 +86,22 @@ class ILoRALinear(nn.Linear):
         low = low * self.gate.to(low.dtype)  # [B, L, K*r]: each expert's r columns weighted by its gate
         return add_low_rank(F.linear(x, self.weight, self.bias), low, self.lora_b, self.scale)
 
+    @staticmethod
+    def stacked_forward(layers: tuple[ILoRALinear, ...], x: torch.Tensor) -> torch.Tensor | None:
+        """Layers reading the same input (BERT4Rec's q, k, v) in three products instead of nine:
+        the base weights stacked, the experts' A stacked, and their B as one block-diagonal matrix
+        (zeros between layers: rank-sized, so cheap) in the addmm that adds the update. None with
+        adapter dropout while training (one shared mask would differ from each layer's own) or
+        without biases."""
+        if any(layer.bias is None or (layer.training and not isinstance(layer.drop, nn.Identity)) for layer in layers):
+            return None
+        if len({layer.scale for layer in layers}) > 1:
+            return None
+        base = F.linear(x, torch.cat([layer.weight for layer in layers]), torch.cat([layer.bias for layer in layers]))
+        low = F.linear(x, torch.cat([layer.lora_a for layer in layers]))
+        low = low * torch.cat([layer.gate for layer in layers], dim=-1).to(low.dtype)
+        return add_low_rank(base, low, torch.block_diag(*[layer.lora_b for layer in layers]), layers[0].scale)
+
 
 class Gate(nn.Module):
     """Per-sequence expert weights from a [B, H] representation: [B, K], each row summing to 1."""

@@ -92,9 +92,26 @@ class LoRALinear(nn.Linear):
         self.drop = nn.Dropout(dropout) if dropout > 0 else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.drop is not None and self.training:  # dropout is fixed at build time; dynamo guards on training
+        weight = self.fused_weight()
+        if weight is None:
             return add_low_rank(F.linear(x, self.weight, self.bias), F.linear(self.drop(x), self.lora_a), self.lora_b, self.scale)
-        return F.linear(x, self.effective_weight(), self.bias)
+        return F.linear(x, weight, self.bias)
+
+    def fused_weight(self) -> torch.Tensor | None:
+        """The one matrix this layer applies (callers may stack it with others: BERT4Rec's q, k, v),
+        or None while adapter dropout makes it two paths (training with dropout > 0)."""
+        if self.drop is not None and self.training:  # dropout is fixed at build time; dynamo guards on training
+            return None
+        return self.effective_weight()
+
+    @staticmethod
+    def stacked_forward(layers: tuple[LoRALinear, ...], x: torch.Tensor) -> torch.Tensor | None:
+        """Layers reading the same input (BERT4Rec's q, k, v) as one matmul over their stacked
+        effective weights; None while adapter dropout makes each two paths, or without biases."""
+        weights = [layer.fused_weight() for layer in layers]
+        if any(w is None for w in weights) or any(layer.bias is None for layer in layers):
+            return None
+        return F.linear(x, torch.cat(weights), torch.cat([layer.bias for layer in layers]))
 
     def effective_weight(self) -> torch.Tensor:
         """W + scale * B A as one addmm (in the autocast dtype under autocast, as F.linear would cast W)."""
