@@ -1,21 +1,26 @@
 #!/usr/bin/env bash
 # Issue 6's speed target, an adapted step at most 1.3x the frozen model's forward/backward, measured
 # as ROUNDS interleaved rounds on one GPU (frozen, LoRA, iLoRA, then again), one bench process at a
-# time. Rounds, because the same setting's median step moved by up to 25% between processes on one
-# H100 (3.48-4.52 ms for the frozen step, ninth session): one frozen and one LoRA run can give
-# any ratio from 1.1x to 1.6x. Each round's ratio is over that round's own frozen run; the summary
-# gives the median ratio and its range over rounds. About 45 s per run: ROUNDS=3 is about 7 minutes.
+# time. Rounds, because the same setting's median step moved by up to 30% between processes on two
+# H100 hosts of one kind (3.48-4.52 ms for the frozen step, ninth session; up to 16% on one host):
+# one frozen and one LoRA run gave ratios from 1.08x to 1.59x. Each round's ratio is over that
+# round's own frozen run; the summary gives the median ratio and its range over rounds. About 45 s
+# per run: ROUNDS=3 is about 7 minutes.
 #
 # 130M Electronics shape, batch 256, amp (bf16), torch.compile with CUDA graphs (dynamic shapes),
 # 300 timed steps after 30. The frozen model is LoRA of rank 1 on `out` alone: every base weight
 # frozen, gradients still flowing to the first layer (docs/benchmarks.md, "Adapters").
 #
 #   benchmarks/adapter_ratio.sh [OUT_DIR]                # e.g. ROUNDS=5 benchmarks/adapter_ratio.sh ratio
+# OUT_DIR is relative to the current folder; BENCH and PYTHON, when relative, to the repository root.
 set -uo pipefail
-cd "$(dirname "$0")/.."
-OUT=${1:-benchmarks/results/adapter-ratio-$(date +%Y%m%d-%H%M%S)}
+ROOT=$(cd "$(dirname "$0")/.." && pwd) || exit 2
+OUT=${1:-$ROOT/benchmarks/results/adapter-ratio-$(date +%Y%m%d-%H%M%S)}
 if compgen -G "$OUT/round-*.json" > /dev/null; then echo "$OUT already holds a ratio run; give another OUT_DIR"; exit 2; fi
-mkdir -p "$OUT"
+mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd) || exit 2
+cd "$ROOT" || exit 2
+set -f  # no globbing from here on: adapter.targets=["out"] is a word, not a pattern
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-8}  # as in the ninth session's runs
 BENCH=${BENCH:-$( [ -x .venv/bin/recengine ] && echo .venv/bin/recengine || echo "python3 -m recengine" )}  # a command, may hold spaces
 PY=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
 SHAPE="--shape electronics-130m --users 100000 --data-batches 0 --eval-users 0 --matrix precision=amp"
