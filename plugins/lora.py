@@ -11,7 +11,8 @@ forward forms W + (alpha/rank) B A (one small addmm on [out, in]) and runs one m
 tokens, as the frozen layer does; backward adds the weight-gradient matmul dy^T x and two small
 products for dA and dB. The textbook form, x W^T + ((x A^T) B^T), costs six skinny matmuls and
 an add per layer, each a full pass over the [tokens, hidden] activations: at the 130M shape on
-an H100 with CUDA graphs, 1.58x the frozen step against this form's 1.32x (docs/benchmarks.md).
+an H100 with CUDA graphs, 1.58x the frozen step against this form's 1.32x (one run each, sixth
+session; 1.29x by the median of six interleaved rounds in the ninth: docs/benchmarks.md).
 Under bf16 autocast the effective weight is rounded to bf16, as autocast rounds any fp32
 weight. Adapter dropout (``dropout`` > 0) applies to the adapter's input alone, which only the
 textbook form can express, so that form is used when training with it. No data-dependent
