@@ -51,7 +51,7 @@ def training_batches(model, seqs: Sequences, train_cfg, seed: int, device: torch
     task = getattr(model, "training_task", "cloze")
     if task not in TASKS:
         raise UserError(f"model declares training_task '{task}'; known tasks: {', '.join(TASKS)}")
-    if task != "cloze":
+    if task != "cloze" and rank == 0:  # once per run, not once per process
         warn_ignored_cloze_options(train_cfg, type(model).__name__)
     if world_size > 1:
         global_size = global_batch_size(train_cfg.batch_size, train_cfg.batch_size_is, world_size)
