@@ -63,7 +63,7 @@ class TrainSection(Section):
                                  "but length-sorted batches can cost accuracy: -0.019 NDCG@10 on Video Games, docs/results.md).")
     window: Literal["random", "last", "prefix"] = Field(
         "random", description="Which window of a history to train on each epoch: a random max_len window of a long history, the last one, "
-                              "or the last max_len items of a random prefix (two items or more), so the masked last item is every position in turn.")
+                              "or the last max_len items of a random prefix (two items or more), so any item after the first can be the masked last one.")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="Label smoothing of the cross-entropy.")
     patience: int = Field(5, ge=1, description="Stop after this many validations without a better validation metric.")
     eval_every_epochs: int = Field(1, ge=1, description="Validate every N epochs.")

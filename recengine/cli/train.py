@@ -57,21 +57,15 @@ def train(
         if resume is not None:
             load_run_recipe(RunDir.open(resume), registry, overrides)
         else:
-            if recipe is None:
-                raise UserError("give a recipe (recengine train recipes/quickstart.toml --nproc 2) or --resume RUN_DIR")
-            loaded = load_recipe(recipe, registry, overrides)
-            name = name or f"{loaded.run.name}-{datetime.datetime.now():%Y%m%d-%H%M%S}"  # chosen once, for every rank
-            refuse_existing(RunDir((output_dir or Path(loaded.run.output_dir)) / name))
+            _, run = new_run(recipe, registry, overrides, output_dir, name, example="--nproc 2")
+            refuse_existing(run)
+            name = run.path.name  # chosen once, for every rank
         launch_torchrun(nproc, recipe, overrides, resume, output_dir, name)
     if resume is not None:
         run = RunDir.open(resume)
         loaded = load_run_recipe(run, registry, overrides)
     else:
-        if recipe is None:
-            raise UserError("give a recipe (recengine train recipes/quickstart.toml) or --resume RUN_DIR")
-        loaded = load_recipe(recipe, registry, overrides)
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        run = RunDir((output_dir or Path(loaded.run.output_dir)) / (name or f"{loaded.run.name}-{stamp}"))
+        loaded, run = new_run(recipe, registry, overrides, output_dir, name)
         if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 creates the run directory, the others join it
             wait_for(run.recipe)
         else:
@@ -86,6 +80,15 @@ def train(
     console.print(f"best epoch {results['best_epoch']} of {results['epochs_run']}; run saved in {run.path}")
     if "WORLD_SIZE" in os.environ:
         leave_torchrun_worker()
+
+
+def new_run(recipe, registry, overrides: list[str], output_dir, name, example: str = ""):
+    """The loaded recipe and its run directory: OUTPUT_DIR/NAME, by default run.output_dir/<run.name>-<time>."""
+    if recipe is None:
+        raise UserError(f"give a recipe (recengine train recipes/quickstart.toml{' ' + example if example else ''}) or --resume RUN_DIR")
+    loaded = load_recipe(recipe, registry, overrides)
+    name = name or f"{loaded.run.name}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
+    return loaded, RunDir((output_dir or Path(loaded.run.output_dir)) / name)
 
 
 def refuse_existing(run: RunDir) -> None:
