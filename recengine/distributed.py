@@ -72,6 +72,10 @@ class Single:
     def after_backward(self, inputs: torch.Tensor) -> None:
         """Gradient exchange DDP does not do itself (see `TouchedRows`); nothing on one process."""
 
+    def reshard(self, module: nn.Module) -> None:
+        """Drop gathered copies of ``module``'s parameters (FSDP2's), so that the next forward reads
+        the parameters as they are now; nothing to drop when parameters are not sharded."""
+
     def model_state(self, model: nn.Module, keys) -> dict[str, torch.Tensor]:
         state = model.state_dict()
         return {k: state[k] for k in keys}
@@ -177,6 +181,17 @@ class Distributed(Single):
                     fully_shard(block)
         fully_shard(objective)
         return objective
+
+    def reshard(self, module: nn.Module) -> None:
+        # After a forward without backward (evaluation) FSDP2 keeps the root module's gathered
+        # parameters, and its next forward reuses them: writes into the sharded parameters since
+        # (the weight average's swap) would go unseen until a backward or a state_dict reshards.
+        if self.strategy == "fsdp2":
+            from torch.distributed.fsdp import FSDPModule
+
+            for m in module.modules():
+                if isinstance(m, FSDPModule):
+                    m.reshard()
 
     # --- checkpoints: always the full, unsharded state, so any process count can resume ---
 

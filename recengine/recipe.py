@@ -65,6 +65,8 @@ class TrainSection(Section):
         "random", description="Which window of a history to train on each epoch: a random max_len window of a long history, the last one, "
                               "or the last max_len items of a random prefix (two items or more), so any item after the first can be the masked last one.")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="Label smoothing of the cross-entropy.")
+    ema_decay: float = Field(0.0, ge=0, lt=1, description="Validate, checkpoint and serve an exponential moving average of the "
+                             "trainable weights with this decay per step (0: off; e.g. 0.999), while training continues on the raw weights.")
     patience: int = Field(5, ge=1, description="Stop after this many validations without a better validation metric.")
     eval_every_epochs: int = Field(1, ge=1, description="Validate every N epochs.")
     checkpoint_every_steps: int = Field(0, ge=0, description="Also checkpoint every N steps within an epoch (0: at validation only).")

@@ -25,6 +25,7 @@ from recengine.components import Monitors
 from recengine.data.sequences import Dataset
 from recengine.data.split import EvalSet, LeaveOneOut, make_split
 from recengine.distributed import Single
+from recengine.ema import MODEL_FILE, RAW_FILE, NoAverage, WeightAverage, weight_average
 from recengine.errors import UserError
 from recengine.evaluate import NEGATIVES_FILE, SampledNegatives, evaluate, load_or_draw_negatives, model_scorer, popularity_scorer, protocol_name
 from recengine.finetune import init_from_run, train_output_layer
@@ -183,9 +184,14 @@ class TrainStep:
 
 
 def save_checkpoint(run: RunDir, model, adapter, optimizer, state: LoopState, keep_last: int, best: bool,
-                    dist: Single = Single(), scaler: torch.amp.GradScaler | None = None) -> None:
-    """Every rank calls this (FSDP2 gathers the full state collectively); rank 0 writes."""
-    model_state = dist.model_state(model, adapter.trainable_state(model).keys())
+                    dist: Single = Single(), scaler: torch.amp.GradScaler | None = None,
+                    average: WeightAverage | NoAverage = NoAverage()) -> None:
+    """Every rank calls this (FSDP2 gathers the full state collectively); rank 0 writes.
+
+    model.safetensors holds the weights that validation scored: the average with ``train.ema_decay``
+    (the raw weights, to resume from, then go to raw.safetensors)."""
+    keys = adapter.trainable_state(model).keys()
+    weights = average.checkpoint_weights(lambda: dist.model_state(model, keys))
     optim_tensors, optim_meta = checkpoint.state_dict_to_tensors(dist.optimizer_state(model, optimizer))
     if not dist.is_main:
         return
@@ -196,7 +202,7 @@ def save_checkpoint(run: RunDir, model, adapter, optimizer, state: LoopState, ke
     checkpoint.save(
         run.checkpoints,
         name,
-        {"model.safetensors": model_state, "optimizer.safetensors": optim_tensors, "rng.safetensors": rng},
+        {**weights, "optimizer.safetensors": optim_tensors, "rng.safetensors": rng},
         # The fp16 loss scale (empty for a disabled scaler): without it a resumed run restarts at
         # 65,536 and skips steps while the scale backs off again.
         {"loop": dataclasses.asdict(state), "optimizer": optim_meta, "rng": host_rng_state(),
@@ -224,16 +230,25 @@ def set_host_rng_state(saved: dict[str, Any]) -> None:
 
 
 def load_weights(run: RunDir, model, adapter, which: str = "best", dist: Single = Single()) -> Path:
+    """Load checkpoint ``which``'s model.safetensors (the averaged weights of a run with
+    ``train.ema_decay``) into ``model``; returns the checkpoint's path."""
     path = run.checkpoint(which)
     checkpoint.verify(path)
-    checkpoint.load_into_model(model, checkpoint.load_tensors(path, "model.safetensors"), path, adapter.trainable_state(model).keys(),
-                               load=dist.load_model_state)
+    load_weights_file(path, MODEL_FILE, model, adapter, dist)
     return path
 
 
+def load_weights_file(path: Path, filename: str, model, adapter, dist: Single = Single()) -> None:
+    checkpoint.load_into_model(model, checkpoint.load_tensors(path, filename), path, adapter.trainable_state(model).keys(),
+                               load=dist.load_model_state)
+
+
 def resume_state(run: RunDir, model, adapter, optimizer, dist: Single = Single(),
-                 scaler: torch.amp.GradScaler | None = None) -> LoopState:
+                 scaler: torch.amp.GradScaler | None = None, average: WeightAverage | NoAverage = NoAverage()) -> LoopState:
     path = load_weights(run, model, adapter, "latest", dist)
+    average.reset()  # the average resumes from model.safetensors, which holds it when the run had one
+    if (path / RAW_FILE).is_file():  # written with a weight average: the raw weights, which training continues from
+        load_weights_file(path, RAW_FILE, model, adapter, dist)
     saved = checkpoint.load_state(path)
     dist.load_optimizer_state(model, optimizer, checkpoint.tensors_to_state_dict(
         checkpoint.load_tensors(path, "optimizer.safetensors"), saved["optimizer"]))
@@ -297,7 +312,9 @@ def train(recipe: Recipe, run: RunDir, resume: bool = False, console: Console | 
                           **exchanged_table(model, ddp.input_embedding_grads, cfg.batch_size, cfg.batch_size_is, dist.world_size))
     optimizer = adamw(model, cfg.lr, cfg.weight_decay, cfg.betas, device)
     precision = recipe.precision.build(device=device)
-    state = resume_state(run, model, adapter, optimizer, dist, precision.scaler) if resume else LoopState()
+    # train.ema_decay: an average of the trainable weights that validation and checkpoints use (recengine/ema.py).
+    average = weight_average(model, cfg.ema_decay, on_swap=lambda: dist.reshard(objective))
+    state = resume_state(run, model, adapter, optimizer, dist, precision.scaler, average) if resume else LoopState()
 
     dist.seed_per_rank(recipe.run.seed)  # the weights are built alike on every rank; dropout must not be
     compiler = recipe.compiler.build()
@@ -321,7 +338,7 @@ def train(recipe: Recipe, run: RunDir, resume: bool = False, console: Console | 
 
     def validate() -> dict[str, float]:
         model.eval()
-        with precision.autocast():
+        with average.swapped(), precision.autocast():
             metrics = evaluate(scorer, valid, model.max_len, model.mask_token, tuple(ev.ks), ev.exclude_history, ev.batch_size, device,
                                negatives=negatives, dist=dist)
         model.train()
@@ -339,6 +356,7 @@ def train(recipe: Recipe, run: RunDir, resume: bool = False, console: Console | 
                 loss, grad_norm = train_step(batch, lr)
                 profiler.step()
                 state.step, state.batch = state.step + 1, state.batch + 1
+                average.update(state.step)
                 progress.advance(task, len(batch) * dist.world_size)
                 if state.step % cfg.log_every_steps == 0:
                     state.skipped_steps = train_step.guard.skipped  # a host sync, like loss.item(): only at log steps
@@ -348,7 +366,7 @@ def train(recipe: Recipe, run: RunDir, resume: bool = False, console: Console | 
                 if cfg.checkpoint_every_steps and state.step % cfg.checkpoint_every_steps == 0:
                     state.skipped_steps = train_step.guard.skipped
                     save_checkpoint(run, model, adapter, optimizer, state, cfg.keep_last, best=False, dist=dist,
-                                    scaler=precision.scaler)
+                                    scaler=precision.scaler, average=average)
             state.epoch, state.batch = state.epoch + 1, 0
             state.skipped_steps = train_step.guard.skipped
             if state.epoch % cfg.eval_every_epochs and state.epoch < cfg.epochs:
@@ -364,7 +382,8 @@ def train(recipe: Recipe, run: RunDir, resume: bool = False, console: Console | 
             if dist.is_main:
                 run.append_metrics({"split": "valid", "epoch": state.epoch, "step": state.step, "protocol": protocol, **metrics})
             progress.console.print(f"epoch {state.epoch}: valid {ev.metric} {metrics[ev.metric]:.4f}" + (" (best)" if improved else ""))
-            save_checkpoint(run, model, adapter, optimizer, state, cfg.keep_last, best=improved, dist=dist, scaler=precision.scaler)
+            save_checkpoint(run, model, adapter, optimizer, state, cfg.keep_last, best=improved, dist=dist, scaler=precision.scaler,
+                            average=average)
             on_validation(state.epoch, metrics)
 
     dist.barrier()  # rank 0 has finished writing the checkpoint the ranks are about to read
@@ -380,7 +399,8 @@ def train(recipe: Recipe, run: RunDir, resume: bool = False, console: Console | 
 
 def final_evaluation(recipe, run, model, adapter, dataset, split, precision, device, console, negatives=None,
                      dist: Single = Single(), objective=None) -> dict[str, Any]:
-    """Evaluate the best checkpoint and the popularity baseline on the validation and test splits."""
+    """Evaluate the best checkpoint (its averaged weights with ``train.ema_decay``) and the popularity
+    baseline on the validation and test splits."""
     load_weights(run, model, adapter, "best", dist)
     model.eval()
     results = evaluate_splits(recipe, model, split, ["valid", "test"], precision, device, console, negatives, dist, objective)

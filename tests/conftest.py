@@ -75,6 +75,22 @@ def tiny_train_step(max_len: int, **sections):
     return model, step
 
 
+@pytest.fixture
+def averages(monkeypatch) -> list:
+    """(model, average) for every weight average `train()` builds in this test."""
+    from recengine import training
+
+    built = []
+
+    def recording(model, decay, **kw):
+        built.append((model, training_weight_average(model, decay, **kw)))
+        return built[-1][1]
+
+    training_weight_average = training.weight_average
+    monkeypatch.setattr(training, "weight_average", recording)
+    return built
+
+
 @pytest.fixture(scope="session")
 def registry():
     return load_registry()

@@ -248,14 +248,18 @@ def _losses(path: Path) -> list[list[float]]:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """The tiny recipe trained 2 epochs on one process, on two with DDP and on two with FSDP2."""
+    """The tiny recipe trained 2 epochs on one process, on two with DDP and on two with FSDP2
+    (also with a weight average, train.ema_decay)."""
     tmp = tmp_path_factory.mktemp("dist")
     recipe = tmp / "tiny.toml"
     recipe.write_text(textwrap.dedent(TINY_RECIPE) + '\n[[monitors]]\nname = "record"\n')
     settings = {"one": (1, ['distributed.strategy="ddp"']), "two": (2, ['distributed.strategy="ddp"']),
                 "fsdp2": (2, ['distributed.strategy="fsdp2"']),
                 "fp16": (2, ['distributed.grad_compression="fp16"', "distributed.gradient_as_bucket_view=false"]),
-                "rows": (2, ['distributed.input_embedding_grads="touched-rows"'])}
+                "rows": (2, ['distributed.input_embedding_grads="touched-rows"']),
+                "ema-one": (1, ['distributed.strategy="ddp"', "train.ema_decay=0.9"]),
+                "ema-two": (2, ['distributed.strategy="ddp"', "train.ema_decay=0.9"]),
+                "ema-fsdp2": (2, ['distributed.strategy="fsdp2"', "train.ema_decay=0.9"])}
     for name, (procs, extra) in settings.items():
         (tmp / name).mkdir()
         args = (recipe, tmp / name, tmp / f"{name}.jsonl", OVERRIDES + extra, False)
@@ -263,21 +267,23 @@ def runs(tmp_path_factory):
     return tmp
 
 
-def _latest_weights(run: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(checkpoint.read_pointer(run / "checkpoints", "latest") / "model.safetensors"))
+def _latest_weights(run: Path, filename: str = "model.safetensors") -> dict[str, torch.Tensor]:
+    return load_file(str(checkpoint.read_pointer(run / "checkpoints", "latest") / filename))
 
 
-def _assert_follows_one_process(runs: Path, name: str) -> None:
+def _assert_follows_one_process(runs: Path, name: str, one_name: str = "one",
+                                files: tuple[str, ...] = ("model.safetensors",)) -> None:
     """Run ``name`` logged the same steps and losses as the 1-process run, and ended with the same weights."""
-    one, other = _losses(runs / "one.jsonl"), _losses(runs / f"{name}.jsonl")
+    one, other = _losses(runs / f"{one_name}.jsonl"), _losses(runs / f"{name}.jsonl")
     assert [s for s, _ in other] == [s for s, _ in one]
     np.testing.assert_allclose([v for _, v in other], [v for _, v in one], rtol=1e-5)
-    a, b = _latest_weights(runs / "one"), _latest_weights(runs / name)
-    assert a.keys() == b.keys()  # FSDP2 too saves the full, unsharded state under the single-process keys
-    # Adam divides by sqrt(v): where a gradient is ~0, float rounding differences between the two
-    # reductions move a weight by up to ~lr, so weights match to a looser tolerance than losses.
-    for key in a:
-        torch.testing.assert_close(b[key], a[key], rtol=1e-3, atol=1e-3)
+    for filename in files:
+        a, b = _latest_weights(runs / one_name, filename), _latest_weights(runs / name, filename)
+        assert a.keys() == b.keys()  # FSDP2 too saves the full, unsharded state under the single-process keys
+        # Adam divides by sqrt(v): where a gradient is ~0, float rounding differences between the two
+        # reductions move a weight by up to ~lr, so weights match to a looser tolerance than losses.
+        for key in a:
+            torch.testing.assert_close(b[key], a[key], rtol=1e-3, atol=1e-3)
 
 
 @pytest.mark.slow
@@ -308,6 +314,65 @@ def test_touched_rows_exchange_follows_the_same_loss_trajectory_as_one_process(r
 @pytest.mark.slow
 def test_fsdp2_on_two_processes_follows_the_same_loss_trajectory_as_one(runs):
     _assert_follows_one_process(runs, "fsdp2")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["ema-two", "ema-fsdp2"])
+def test_a_weight_average_on_two_processes_follows_one_process(runs, name):
+    # Each rank averages its replica (DDP) or its shard (FSDP2); checkpoints gather the average into
+    # model.safetensors and the raw weights into raw.safetensors, as one process writes them.
+    _assert_follows_one_process(runs, name, "ema-one", ("model.safetensors", "raw.safetensors"))
+    one = _latest_weights(runs / "ema-one")
+    assert any(not torch.equal(one[k], v) for k, v in _latest_weights(runs / "ema-one", "raw.safetensors").items())
+    validations = lambda run: [r["ndcg@10"] for r in map(json.loads, (runs / run / "metrics.jsonl").read_text().splitlines())
+                               if r["split"] == "valid"]
+    np.testing.assert_allclose(validations(name), validations("ema-one"), rtol=1e-5)  # validated on the average alike
+
+
+def _fsdp2_swap_job(out: Path) -> None:
+    from recengine.ema import WeightAverage
+    from recengine.losses import Objective, full_cross_entropy
+
+    dist = distributed.setup("fsdp2")
+    model = _model()
+    objective = dist.wrap(Objective(model, full_cross_entropy(model)))
+    average = WeightAverage(model, 0.5, on_swap=lambda: dist.reshard(objective))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(0.5)  # the raw weights move on: half the initial ones
+    average.update(100)  # decay 0.5: the average is 0.75 x the initial weights
+    tokens = torch.tensor([[0, 0, 3, 4, 5, 6, 7, 8, 9, model.mask_token]])
+    with torch.no_grad():
+        # Each no-grad forward leaves the root module's gathered parameters behind (FSDP2 does not
+        # reshard its root after forward); the swap must not let the next forward reuse them.
+        raw_before = objective(tokens)
+        with average.swapped():
+            averaged = objective(tokens)
+        raw_after = objective(tokens)
+    if dist.is_main:
+        save_file({"raw_before": raw_before, "averaged": averaged, "raw_after": raw_after}, str(out))
+    dist.close()
+
+
+@pytest.mark.slow
+def test_the_weight_average_swap_reaches_fsdp2s_gathered_parameters(tmp_path):
+    from recengine.losses import Objective, full_cross_entropy
+
+    _spawn(_fsdp2_swap_job, tmp_path / "scores.safetensors")
+    got = load_file(str(tmp_path / "scores.safetensors"))
+    model = _model()
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    objective = Objective(model, full_cross_entropy(model))
+    tokens = torch.tensor([[0, 0, 3, 4, 5, 6, 7, 8, 9, model.mask_token]])
+    expected = {}
+    for name, factor in (("raw", 0.5), ("averaged", 0.75)):
+        with torch.no_grad():
+            for key, p in model.named_parameters():
+                p.copy_(initial[key] * factor)
+            expected[name] = objective(tokens)
+    torch.testing.assert_close(got["raw_before"], expected["raw"])
+    torch.testing.assert_close(got["averaged"], expected["averaged"])
+    torch.testing.assert_close(got["raw_after"], expected["raw"])
 
 
 @pytest.mark.slow

@@ -157,3 +157,27 @@ def test_cli_evaluates_an_adapted_run_like_training_did_and_reports_a_missing_ba
     result = CliRunner().invoke(app, ["recommend", str(run.path), "--history", "3,4"])
     assert result.exit_code == 1 and "base run" in result.output and "not found" in result.output
     assert "Traceback" not in result.output
+
+
+def test_a_weight_average_of_an_adapter_averages_and_saves_the_adapter_alone(tmp_path, base_run, averages):
+    recipe = recipe_from(BASE, adapter={"name": "lora", "rank": 2}, init={"from_run": str(base_run.path)},
+                         dataset={"phase": 1}, run={"name": "adapted"}, train={"lr": 1e-2, "ema_decay": 0.9})
+    run, _, _ = train_into(tmp_path / "adapted", recipe)
+    (model, average), = averages
+    adapter_keys = set(recipe.adapter.build().trainable_state(model))
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == adapter_keys and len(average.average) == len(adapter_keys)
+
+    best = checkpoint.read_pointer(run.checkpoints, "best")
+    averaged, raw = load_file(str(best / "model.safetensors")), load_file(str(best / "raw.safetensors"))
+    assert set(averaged) == set(raw) == adapter_keys  # adapter-only checkpoints, both files
+    assert any(not torch.equal(averaged[k], raw[k]) for k in adapter_keys)
+    # The frozen base is bit-identical to the base run's weights after training (in the trained
+    # model itself, never swapped) and in a fresh load of the adapted run.
+    base = load_file(str(checkpoint.read_pointer(base_run.checkpoints, "best") / "model.safetensors"))
+    trained = model.state_dict()
+    assert all(torch.equal(trained[k], v) for k, v in base.items())
+    fresh, adapter = build_model(recipe, 30, run)
+    load_weights(run, fresh, adapter)
+    state = fresh.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in base.items())
+    assert all(torch.equal(state[k], v) for k, v in averaged.items())  # what evaluate and recommend load: the average

@@ -68,6 +68,16 @@ def test_out_of_range_plugin_option(registry, tiny_recipe):
     assert any("dataset.users: Input should be greater than or equal to 1" in l for l in lines)
 
 
+def test_ema_decay_is_off_by_default_and_must_be_below_one(registry, tiny_recipe):
+    assert load_recipe(tiny_recipe, registry).train.ema_decay == 0.0
+    assert load_recipe(tiny_recipe, registry, ["train.ema_decay=0.999"]).train.ema_decay == 0.999
+    src = str(tiny_recipe)
+    assert errors_of(lambda: load_recipe(tiny_recipe, registry, ["train.ema_decay=1.0"])) == [
+        f"{src}: train.ema_decay: Input should be less than 1"]
+    assert errors_of(lambda: load_recipe(tiny_recipe, registry, ["train.ema_decay=-0.5"])) == [
+        f"{src}: train.ema_decay: Input should be greater than or equal to 0"]
+
+
 @pytest.mark.parametrize("value", ["[0.9]", "[0.9, 0.99, 0.5]", "[]", "0.9"])
 def test_pair_of_wrong_length_is_one_clear_line(registry, tiny_recipe, value):
     src = str(tiny_recipe)

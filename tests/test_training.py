@@ -51,13 +51,14 @@ def _run(tmp_path, name, recipe_path, overrides=(), extra=()):
     return recipe, run
 
 
-def _final_weights(run):
-    return load_file(str(checkpoint.read_pointer(run.checkpoints, "latest") / "model.safetensors"))
+def _final_weights(run, filename="model.safetensors"):
+    return load_file(str(checkpoint.read_pointer(run.checkpoints, "latest") / filename))
 
 
+@pytest.mark.parametrize("ema_decay", [0.0, 0.9])
 @pytest.mark.parametrize("checkpoint_every", [0, 3])
-def test_resume_after_a_crash_gives_the_same_final_weights(tmp_path, tiny_recipe, checkpoint_every):
-    overrides = [f"train.checkpoint_every_steps={checkpoint_every}", "train.patience=10"]
+def test_resume_after_a_crash_gives_the_same_final_weights(tmp_path, tiny_recipe, checkpoint_every, ema_decay):
+    overrides = [f"train.checkpoint_every_steps={checkpoint_every}", "train.patience=10", f"train.ema_decay={ema_decay}"]
     recipe, straight = _run(tmp_path, "straight", tiny_recipe, overrides)
     train(recipe, straight)
 
@@ -72,11 +73,49 @@ def test_resume_after_a_crash_gives_the_same_final_weights(tmp_path, tiny_recipe
     recipe, _ = _run(tmp_path, "unused", tiny_recipe, overrides)
     train(recipe, crashed, resume=True)
 
-    a, b = _final_weights(straight), _final_weights(crashed)
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
+    # With a weight average, model.safetensors holds the average and raw.safetensors the weights trained on:
+    # a resumed run must continue both (the raw weights from raw.safetensors, the average from model.safetensors).
+    for filename in ["model.safetensors"] + (["raw.safetensors"] if ema_decay else []):
+        a, b = _final_weights(straight, filename), _final_weights(crashed, filename)
+        assert a.keys() == b.keys()
+        for key in a:
+            assert torch.equal(a[key], b[key]), (filename, key)
     assert json.loads(straight.results.read_text())["test"]["model"] == json.loads(crashed.results.read_text())["test"]["model"]
+
+
+def test_a_weight_average_is_validated_and_checkpointed_and_leaves_training_alone(tmp_path, tiny_recipe, averages):
+    overrides = ["train.patience=10"]
+    recipe, plain = _run(tmp_path, "plain", tiny_recipe, overrides)
+    train(recipe, plain)
+    recipe, averaged = _run(tmp_path, "averaged", tiny_recipe, overrides + ["train.ema_decay=0.9"])
+    train(recipe, averaged)
+    assert len(averages) == 2 and type(averages[0][1]).__name__ == "NoAverage"
+    model, average = averages[1]
+
+    # Off: the checkpoint holds the weights trained, as before the option existed.
+    assert not (checkpoint.read_pointer(plain.checkpoints, "latest") / "raw.safetensors").exists()
+    # On: training is untouched (the swaps for validation and checkpoints restore the raw weights exactly) ...
+    raw, unaveraged = _final_weights(averaged, "raw.safetensors"), _final_weights(plain)
+    assert all(torch.equal(raw[k], unaveraged[k]) for k in unaveraged)
+    # ... and model.safetensors holds the average, not the raw weights.
+    final = _final_weights(averaged)
+    names = [name for name, p in model.named_parameters() if p.requires_grad]
+    assert len(names) == len(average.average) > 0
+    for name, value in zip(names, average.average):
+        assert torch.equal(final[name], value), name
+    assert not all(torch.equal(final[n], raw[n]) for n in names)
+
+    # Validation scored the weights the best checkpoint holds: the final evaluation of the best
+    # checkpoint repeats the best epoch's validation exactly (it would not, had validation run on
+    # the raw weights or had the checkpoint saved them).
+    best = checkpoint.load_state(checkpoint.read_pointer(averaged.checkpoints, "best"))["loop"]["best_epoch"]
+    records = [json.loads(line) for line in averaged.metrics.read_text().splitlines()]
+    at_best = next(r for r in records if r["split"] == "valid" and r.get("epoch") == best)
+    final_valid = next(r for r in records if r["split"] == "valid" and r.get("final"))
+    assert {k: v for k, v in at_best.items() if k not in ("epoch", "step")} == {k: v for k, v in final_valid.items() if k != "final"}
+    best_weights = load_file(str(checkpoint.read_pointer(averaged.checkpoints, "best") / "model.safetensors"))
+    best_raw = load_file(str(checkpoint.read_pointer(averaged.checkpoints, "best") / "raw.safetensors"))
+    assert not all(torch.equal(best_weights[n], best_raw[n]) for n in names)
 
 
 @pytest.mark.slow
