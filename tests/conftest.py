@@ -77,14 +77,15 @@ def tiny_train_step(max_len: int, **sections):
 
 @pytest.fixture
 def averages(monkeypatch) -> list:
-    """(model, average) for every weight average `train()` builds in this test."""
+    """(model, average, its initial values) for every weight average `train()` builds in this test."""
     from recengine import training
 
     built = []
 
     def recording(model, decay, **kw):
-        built.append((model, training_weight_average(model, decay, **kw)))
-        return built[-1][1]
+        average = training_weight_average(model, decay, **kw)
+        built.append((model, average, [a.clone() for a in getattr(average, "average", [])]))
+        return average
 
     training_weight_average = training.weight_average
     monkeypatch.setattr(training, "weight_average", recording)

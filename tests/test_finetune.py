@@ -163,7 +163,7 @@ def test_a_weight_average_of_an_adapter_averages_and_saves_the_adapter_alone(tmp
     recipe = recipe_from(BASE, adapter={"name": "lora", "rank": 2}, init={"from_run": str(base_run.path)},
                          dataset={"phase": 1}, run={"name": "adapted"}, train={"lr": 1e-2, "ema_decay": 0.9})
     run, _, _ = train_into(tmp_path / "adapted", recipe)
-    (model, average), = averages
+    (model, average, _), = averages
     adapter_keys = set(recipe.adapter.build().trainable_state(model))
     assert {n for n, p in model.named_parameters() if p.requires_grad} == adapter_keys and len(average.average) == len(adapter_keys)
 

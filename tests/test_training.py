@@ -84,13 +84,13 @@ def test_resume_after_a_crash_gives_the_same_final_weights(tmp_path, tiny_recipe
 
 
 def test_a_weight_average_is_validated_and_checkpointed_and_leaves_training_alone(tmp_path, tiny_recipe, averages):
-    overrides = ["train.patience=10"]
+    overrides = ["train.patience=10", "train.checkpoint_every_steps=1", "train.keep_last=20"]  # every step's weights kept
     recipe, plain = _run(tmp_path, "plain", tiny_recipe, overrides)
     train(recipe, plain)
     recipe, averaged = _run(tmp_path, "averaged", tiny_recipe, overrides + ["train.ema_decay=0.9"])
     train(recipe, averaged)
     assert len(averages) == 2 and type(averages[0][1]).__name__ == "NoAverage"
-    model, average = averages[1]
+    model, average, initial = averages[1]
 
     # Off: the checkpoint holds the weights trained, as before the option existed.
     assert not (checkpoint.read_pointer(plain.checkpoints, "latest") / "raw.safetensors").exists()
@@ -104,6 +104,15 @@ def test_a_weight_average_is_validated_and_checkpointed_and_leaves_training_alon
     for name, value in zip(names, average.average):
         assert torch.equal(final[name], value), name
     assert not all(torch.equal(final[n], raw[n]) for n in names)
+    # The average is the warmed-up EMA of the raw weights after every step (15 steps: 3 epochs of 5),
+    # replayed by hand from the initial weights and each step's raw.safetensors.
+    expected = dict(zip(names, initial))
+    for step in range(1, 16):
+        raw_at = load_file(str(averaged.checkpoints / f"step-{step:08d}" / "raw.safetensors"))
+        d = min(0.9, (1 + step) / (10 + step))
+        expected = {n: d * v + (1 - d) * raw_at[n] for n, v in expected.items()}
+    for n in names:
+        torch.testing.assert_close(final[n], expected[n], rtol=1e-5, atol=1e-6)
 
     # Validation scored the weights the best checkpoint holds: the final evaluation of the best
     # checkpoint repeats the best epoch's validation exactly (it would not, had validation run on
