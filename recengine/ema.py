@@ -47,8 +47,9 @@ class WeightAverage:
         ExponentialMovingAverage with num_updates): the average starts at the random initial
         weights, and at a fixed 0.999 they would still weigh 0.999^1000 = 37% after 1,000 steps,
         so early validations would score a blend dominated by the init. Warmed up, the average
-        spans about the last tenth of the steps so far (0.9 at step 80, 0.99 at step 890, 0.999
-        at step 8,991) and the init's weight is gone within a few dozen steps."""
+        spans roughly the last step/9 steps (1 / (1 - decay) = (10 + step) / 9) until the decay
+        reaches ``decay`` (0.9 at step 80, 0.99 at step 890, 0.999 at step 8,991: in a shorter
+        run 0.99 and 0.999 are the same average), and the init's weight is below 1e-7 by step 30."""
         decay = min(self.decay, (1 + step) / (10 + step))
         with torch.no_grad():
             # .float() is the parameter itself when it is float32 already (no copy per step).
