@@ -71,9 +71,16 @@ def save(entry: Path, dataset: Dataset, meta: dict[str, Any]) -> None:
         (tmp / "item_ids.json").write_text(json.dumps(dataset.item_ids))
         # meta.json last: its presence marks a complete entry.
         (tmp / "meta.json").write_text(json.dumps({**meta, "num_items": dataset.num_items, "version": VERSION}, indent=2))
-        if entry.exists():
-            shutil.rmtree(entry)
-        os.replace(tmp, entry)
+        if entry.exists() and not (entry / "meta.json").is_file():
+            shutil.rmtree(entry, ignore_errors=True)  # an incomplete folder, not one of ours: renames are atomic
+        try:
+            os.replace(tmp, entry)
+        except OSError:
+            # Runs started side by side on one file each build the entry; the first rename wins.
+            # The key hashes the file's content and the options, so the winner's entry is ours too.
+            if not (entry / "meta.json").is_file():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -65,3 +65,33 @@ def test_cache_key_changes_with_every_part():
     assert base != cache.cache_key({**ident, "sha1": "ac"}, {"k_core": 5})
     assert base != cache.cache_key({**ident, "size": 2}, {"k_core": 5})
     assert base != cache.cache_key(ident, {"k_core": 4})
+
+
+def test_a_build_that_loses_the_rename_race_keeps_the_winner(tmp_path, monkeypatch):
+    # Runs started side by side on one file (an accuracy batch) each build the same entry. Here
+    # another run's entry lands between this build's check and its rename, which then fails
+    # (the target is a non-empty folder): the build must keep the winner's entry, not crash.
+    (tmp_path / "r.csv").write_text(CSV)
+    dataset, _ = load_file_dataset(options(tmp_path, cache_dir=""))
+    entry = tmp_path / "cache" / "r-key"
+    real_replace = os.replace
+
+    def replace_after_the_other_run(src, dst):
+        monkeypatch.setattr(cache.os, "replace", real_replace)
+        cache.save(entry, dataset, {"build": "other"})  # the other run wins
+        real_replace(src, dst)
+
+    monkeypatch.setattr(cache.os, "replace", replace_after_the_other_run)
+    cache.save(entry, dataset, {"build": "this"})
+    loaded, meta = cache.load(entry)
+    assert meta["build"] == "other" and loaded.sequences.to_lists() == dataset.sequences.to_lists()
+    assert [p.name for p in entry.parent.iterdir()] == ["r-key"]  # no temporary folder left behind
+
+
+def test_an_existing_complete_entry_is_kept(tmp_path):
+    (tmp_path / "r.csv").write_text(CSV)
+    dataset, _ = load_file_dataset(options(tmp_path, cache_dir=""))
+    entry = tmp_path / "cache" / "r-key"
+    cache.save(entry, dataset, {"build": 1})
+    cache.save(entry, dataset, {"build": 2})  # a second run that lost the race
+    assert cache.load(entry)[1]["build"] == 1 and len(list(entry.parent.iterdir())) == 1
