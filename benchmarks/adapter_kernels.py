@@ -1,4 +1,4 @@
-"""Which GPU kernels an adapter adds to the 130M training step: frozen base against LoRA or iLoRA.
+"""Which GPU kernels an adapter adds to the training step (130M shape unless --shape): frozen base against LoRA or iLoRA.
 
 Times the step with `recengine.bench.bench_recipe` (as `recengine bench --shape electronics-130m`
 does: amp; eager or torch.compile), then profiles 10 more steps and writes the per-step GPU
@@ -52,10 +52,11 @@ parser.add_argument("out")
 parser.add_argument("adapter", choices=["frozen", "lora", "ilora"], help="frozen: LoRA rank 1 on `out` only (the adapter benchmarks' baseline)")
 parser.add_argument("compiler", choices=["eager", "torch-compile"])
 parser.add_argument("--mode", default="default", help="torch.compile mode")
+parser.add_argument("--shape", default="electronics-130m", choices=sorted(bench.SHAPES), help="model and data shape")
 args = parser.parse_args()
 
 registry = load_registry()
-shape = bench.SHAPES["electronics-130m"]
+shape = bench.SHAPES[args.shape]
 base = bench.shape_recipe(load_recipe("recipes/quickstart.toml", registry), shape, registry)
 overrides = ["run.device=cuda"] + (["compiler.dynamic=true", f"compiler.mode={args.mode}"] if args.compiler == "torch-compile" else [])
 overrides += ["adapter.rank=1", 'adapter.targets=["out"]'] if args.adapter == "frozen" else []

@@ -7,11 +7,12 @@
 # round's own frozen run; the summary gives the median ratio and its range over rounds. About 45 s
 # per run: ROUNDS=3 is about 7 minutes.
 #
-# 130M Electronics shape, batch 256, amp (bf16), torch.compile with CUDA graphs (dynamic shapes),
+# 130M Electronics shape by default (SHAPE_NAME=electronics-430m or -85m for the others; each with its
+# own batch size), amp (bf16), torch.compile with CUDA graphs (dynamic shapes),
 # 300 timed steps after 30. The frozen model is LoRA of rank 1 on `out` alone: every base weight
 # frozen, gradients still flowing to the first layer (docs/benchmarks.md, "Adapters").
 #
-#   benchmarks/adapter_ratio.sh [OUT_DIR]                # e.g. ROUNDS=5 benchmarks/adapter_ratio.sh ratio
+#   benchmarks/adapter_ratio.sh [OUT_DIR]                # e.g. ROUNDS=5 SHAPE_NAME=electronics-430m benchmarks/adapter_ratio.sh ratio
 # OUT_DIR is relative to the current folder; BENCH and PYTHON, when relative, to the repository root.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd) || exit 2
@@ -23,7 +24,7 @@ set -f  # no globbing from here on: adapter.targets=["out"] is a word, not a pat
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-8}  # as in the ninth session's runs
 BENCH=${BENCH:-$( [ -x .venv/bin/recengine ] && echo .venv/bin/recengine || echo "python3 -m recengine" )}  # a command, may hold spaces
 PY=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
-SHAPE="--shape electronics-130m --users 100000 --data-batches 0 --eval-users 0 --matrix precision=amp"
+SHAPE="--shape ${SHAPE_NAME:-electronics-130m} --users 100000 --data-batches 0 --eval-users 0 --matrix precision=amp"
 GRAPHS="--matrix compiler=torch-compile compiler.dynamic=true compiler.mode=reduce-overhead --steps 300 --warmup 30"
 declare -A ADAPTER=([frozen]='adapter.name=lora adapter.rank=1 adapter.targets=["out"]' [lora]=adapter.name=lora [ilora]=adapter.name=ilora)
 for round in $(seq 1 "${ROUNDS:-3}"); do
