@@ -46,7 +46,7 @@ class WeightAverage:
         The decay warms up as (1 + step) / (10 + step) until it reaches ``decay`` (TensorFlow's
         ExponentialMovingAverage with num_updates): the average starts at the random initial
         weights, and at a fixed 0.999 they would still weigh 0.999^1000 = 37% after 1,000 steps,
-        so early validations would score a blend dominated by the init. Warmed up, the average
+        so early validations would score a blend dominated by the init. While warming up, the average
         spans roughly the last step/9 steps (1 / (1 - decay) = (10 + step) / 9) until the decay
         reaches ``decay`` (0.9 at step 80, 0.99 at step 890, 0.999 at step 8,991: in a shorter
         run 0.99 and 0.999 are the same average), and the init's weight is below 1e-7 by step 30."""
