@@ -83,6 +83,25 @@ def test_resume_after_a_crash_gives_the_same_final_weights(tmp_path, tiny_recipe
     assert json.loads(straight.results.read_text())["test"]["model"] == json.loads(crashed.results.read_text())["test"]["model"]
 
 
+@pytest.mark.parametrize("before, after", [(0.9, 0.0), (0.0, 0.9)])
+def test_a_run_resumed_with_the_weight_average_switched_trains_on_as_if_never_averaged(tmp_path, tiny_recipe, before, after):
+    # Averaging never touches the weights trained on, so switching it at a resume must not either:
+    # on -> off resumes from raw.safetensors (model.safetensors holds the average), off -> on from
+    # model.safetensors (the raw weights: such a checkpoint has no raw.safetensors).
+    overrides = ["train.checkpoint_every_steps=3", "train.patience=10"]
+    recipe, straight = _run(tmp_path, "straight", tiny_recipe, overrides)
+    train(recipe, straight)
+    crash = [("crash-plugin", CrashAtStep(7))]
+    recipe, crashed = _run(tmp_path, "crashed", tiny_recipe, overrides + [f"train.ema_decay={before}", 'monitors=[{name="crash"}]'], crash)
+    with pytest.raises(Crash):
+        train(recipe, crashed)
+    recipe, _ = _run(tmp_path, "unused", tiny_recipe, overrides + [f"train.ema_decay={after}"])
+    train(recipe, crashed, resume=True)
+    trained = _final_weights(crashed, "raw.safetensors" if after else "model.safetensors")
+    expected = _final_weights(straight)
+    assert trained.keys() == expected.keys() and all(torch.equal(trained[k], expected[k]) for k in expected)
+
+
 def test_a_weight_average_is_validated_and_checkpointed_and_leaves_training_alone(tmp_path, tiny_recipe, averages):
     overrides = ["train.patience=10", "train.checkpoint_every_steps=1", "train.keep_last=20"]  # every step's weights kept
     recipe, plain = _run(tmp_path, "plain", tiny_recipe, overrides)
