@@ -37,7 +37,7 @@ def warn_ignored_cloze_options(train_cfg, model_name: str) -> None:
     recipes written for BERT4Rec are run with `model.name=sasrec` to compare the two."""
     defaults = {key: TrainSection.model_fields[key].default for key in CLOZE_ONLY}
     changed = [f"train.{key} = {getattr(train_cfg, key)}" for key in CLOZE_ONLY
-               if getattr(train_cfg, key, defaults[key]) != defaults[key]]
+               if getattr(train_cfg, key, defaults[key]) != defaults[key]]  # a minimal config without them: nothing to warn of
     if changed:
         warnings.warn(f"{', '.join(changed)} ignored: {model_name} trains next-item (every position is a target), "
                       "not by masking", stacklevel=3)
