@@ -201,8 +201,8 @@ class Distributed(Single):
         return StateDictOptions(full_state_dict=True, **kw)
 
     def model_state(self, model: nn.Module, keys) -> dict[str, torch.Tensor]:
-        if self.strategy == "ddp":
-            return super().model_state(model, keys)
+        if self.strategy == "ddp":  # no collective: only rank 0, which writes, needs the tensors
+            return super().model_state(model, keys) if self.is_main else {}
         from torch.distributed.checkpoint.state_dict import get_model_state_dict
 
         full = get_model_state_dict(model, options=self._options(cpu_offload=True))  # a collective: every rank calls it

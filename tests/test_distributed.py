@@ -162,6 +162,24 @@ def test_each_rank_draws_its_own_dropout_masks(tmp_path):
     assert torch.equal(torch.rand(8), expected)
 
 
+def _checkpoint_state_job(out: Path) -> None:
+    dist = distributed.setup("ddp")
+    model = _model()
+    sizes = [None] * dist.world_size
+    torch.distributed.all_gather_object(sizes, len(dist.model_state(model, model.state_dict().keys())))
+    if dist.is_main:
+        out.write_text(json.dumps(sizes))
+    dist.close()
+
+
+@pytest.mark.slow
+def test_under_ddp_only_rank_0_gathers_the_weights_it_writes(tmp_path):
+    # A checkpoint with ema_decay copies the state it is given to the host: the other ranks write
+    # nothing, so they get nothing to copy (1.7 GB per rank and checkpoint at 430M otherwise).
+    _spawn(_checkpoint_state_job, tmp_path / "sizes.json")
+    assert json.loads((tmp_path / "sizes.json").read_text()) == [len(_model().state_dict()), 0]
+
+
 def test_evaluation_batches_are_dealt_once_and_padded_only_in_lockstep():
     ddp, fsdp = distributed.Distributed("ddp", 1, 3, 1), distributed.Distributed("fsdp2", 2, 3, 2)
     assert ddp.my_batches(7) == [1, 4]
