@@ -58,6 +58,10 @@ class TrainSection(Section):
     last_only_share: float = Field(0.0, ge=0, le=1, description="Share of training windows whose last item is their only [MASK] "
                                    "(BERT4Rec paper, section 3.6): a context as clean as at test time. Needs mask_last. "
                                    "It lowered accuracy on Video Games (docs/results.md).")
+    mask_random_share: float = Field(0.0, ge=0, le=1, description="Share of masked items shown as a random item instead of [MASK], "
+                                     "still with the original as the target (BERT's 10%); never the always-masked last item.")
+    mask_keep_share: float = Field(0.0, ge=0, le=1, description="Share of masked items shown unchanged, still a target (BERT's 10%); "
+                                   "never the always-masked last item.")
     length_grouping: int = Field(0, ge=0, description="Sort users by length within pools of this many batches, so batches trim to "
                                  "short lengths (0: off, plain shuffling; e.g. 64 trains much faster on short sequences, "
                                  "but length-sorted batches can cost accuracy: -0.019 NDCG@10 on Video Games, docs/results.md).")
@@ -92,6 +96,14 @@ class TrainSection(Section):
             raise PydanticCustomError("needs_mask_last", "windows masked at their last item alone need train.mask_last = true "
                                       "(or set train.last_only_share = 0)")
         return share
+
+    @field_validator("mask_keep_share")
+    @classmethod
+    def _shares_of_masked_items(cls, keep: float, info: ValidationInfo) -> float:
+        if keep + info.data.get("mask_random_share", 0.0) > 1:
+            raise PydanticCustomError("shares_over_one", "train.mask_random_share + train.mask_keep_share is over 1: they are shares "
+                                      "of the same masked items (BERT: 0.1 and 0.1)")
+        return keep
 
     @field_validator("betas", mode="before")
     @classmethod

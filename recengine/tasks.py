@@ -23,13 +23,14 @@ from recengine.recipe import TrainSection
 TASKS = {
     "cloze": lambda seqs, max_len, cfg, seed, device: ClozeBatches(
         seqs, max_len, cfg.batch_size, cfg.mask_prob, cfg.mask_last, cfg.window, seed, device,
-        length_grouping=cfg.length_grouping, last_only_share=cfg.last_only_share),
+        length_grouping=cfg.length_grouping, last_only_share=cfg.last_only_share,
+        random_share=cfg.mask_random_share, keep_share=cfg.mask_keep_share),
     "next_item": lambda seqs, max_len, cfg, seed, device: NextItemBatches(
         seqs, max_len, cfg.batch_size, cfg.window, seed, device, length_grouping=cfg.length_grouping),
 }
 
 # [train] options that only the cloze task reads: a next-item model ignores them.
-CLOZE_ONLY = ("mask_prob", "mask_last", "last_only_share")
+CLOZE_ONLY = ("mask_prob", "mask_last", "last_only_share", "mask_random_share", "mask_keep_share")
 
 
 def warn_ignored_cloze_options(train_cfg, model_name: str) -> None:

@@ -39,7 +39,7 @@ def gather_windows(items: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor
 
 def cloze_mask(
     tokens: torch.Tensor, mask_prob: float, mask_token: int, generator: torch.Generator, mask_last: bool = True,
-    last_only_share: float = 0.0,
+    last_only_share: float = 0.0, random_share: float = 0.0, keep_share: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """BERT4Rec's cloze task: replace a random share of items by [MASK].
 
@@ -47,7 +47,10 @@ def cloze_mask(
     elsewhere. With ``mask_last`` the final item is always masked, which is exactly the
     next-item task the model is evaluated on. A ``last_only_share`` of the rows mask their
     last item alone (BERT4Rec paper, section 3.6): their context is as clean as at test time,
-    where no other item is masked.
+    where no other item is masked. BERT's 80/10/10: a ``random_share`` of the masked items
+    (the always-masked last one excepted: at test time it is a [MASK]) is shown as a random
+    item and a ``keep_share`` as itself, still with the original item as the target, so the
+    model cannot take every unmasked-looking item as given.
     """
     real = tokens != PAD
     masked = (torch.rand(tokens.shape, generator=generator, device=tokens.device) < mask_prob) & real
@@ -58,6 +61,14 @@ def cloze_mask(
         masked[:, -1] |= real[:, -1]
     inputs = torch.where(masked, mask_token, tokens)
     labels = torch.where(masked, tokens, PAD)
+    if random_share > 0 or keep_share > 0:  # drawn only when asked, like last_only_share
+        shown = masked.clone()
+        if mask_last:
+            shown[:, -1] = False
+        u = torch.rand(tokens.shape, generator=generator, device=tokens.device)
+        random_items = torch.randint(1, mask_token, tokens.shape, generator=generator, device=tokens.device)
+        inputs = torch.where(shown & (u < keep_share), tokens, inputs)
+        inputs = torch.where(shown & (u >= keep_share) & (u < keep_share + random_share), random_items, inputs)
     return inputs, labels
 
 
@@ -137,6 +148,8 @@ class ClozeBatches:
         trim: bool = True,
         length_grouping: int = 0,
         last_only_share: float = 0.0,
+        random_share: float = 0.0,
+        keep_share: float = 0.0,
     ):
         self.device = torch.device(device)
         # Built on the host; see the module docstring.
@@ -145,6 +158,7 @@ class ClozeBatches:
         self.lengths = torch.from_numpy(seqs.lengths)
         self.trim_lengths = trim_lengths(max_len) if trim else (max_len,)
         self.length_grouping, self.last_only_share = length_grouping, last_only_share
+        self.random_share, self.keep_share = random_share, keep_share
         self.num_users = seqs.num_users
         self.mask_token = seqs.num_items + 1
         self.max_len, self.batch_size = max_len, batch_size
@@ -198,7 +212,8 @@ class ClozeBatches:
 
     def label(self, tokens: torch.Tensor, epoch: int, b: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(inputs, labels) of the training task: the cloze task here."""
-        return cloze_mask(tokens, self.mask_prob, self.mask_token, self._generator(epoch, b), self.mask_last, self.last_only_share)
+        return cloze_mask(tokens, self.mask_prob, self.mask_token, self._generator(epoch, b), self.mask_last,
+                          self.last_only_share, self.random_share, self.keep_share)
 
     def batch(self, users: torch.Tensor, ends: torch.Tensor, epoch: int, b: int) -> Batch:
         tokens = gather_windows(self.items, self.starts[users], ends[users], self.max_len)

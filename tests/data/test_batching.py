@@ -84,3 +84,36 @@ def test_last_only_share_default_keeps_the_mask_stream_and_reaches_the_batches()
     seqs = Sequences.from_lists([list(range(1, 12))] * 40, num_items=20)
     batch = next(TASKS["cloze"](seqs, 10, TrainSection(batch_size=40, mask_prob=0.5, last_only_share=1.0), 0, "cpu").epoch(0))
     assert ((batch.inputs == 21).sum(dim=1) == 1).all(), "train.last_only_share reaches ClozeBatches through the cloze task"
+
+
+def test_random_and_kept_shares_change_inputs_not_targets():
+    tokens = torch.randint(1, 100, (4000, 20))
+    tokens[:, :5] = 0  # padding
+    plain_inputs, plain_labels = cloze_mask(tokens, 0.5, mask_token=101, generator=torch.Generator().manual_seed(0))
+    inputs, labels = cloze_mask(tokens, 0.5, mask_token=101, generator=torch.Generator().manual_seed(0),
+                                random_share=0.1, keep_share=0.1)
+    assert torch.equal(labels, plain_labels), "the same items are targets, with the same labels"
+    assert (inputs[:, -1] == 101).all(), "the always-masked last item stays [MASK], as at test time"
+    masked = plain_labels[:, :-1] != 0
+    shown, original = inputs[:, :-1][masked], tokens[:, :-1][masked]
+    mask_share = (shown == 101).float().mean().item()
+    kept_or_same = (shown == original).float().mean().item()  # kept, or a random draw that hit the item itself
+    assert abs(mask_share - 0.8) < 0.01 and abs(kept_or_same - (0.1 + 0.1 / 99)) < 0.01
+    assert ((shown >= 1) & (shown <= 101)).all(), "random items come from the catalog, never PAD"
+    assert torch.equal(inputs[:, :-1][~masked], tokens[:, :-1][~masked]), "unmasked items are untouched"
+    changed = inputs != plain_inputs
+    assert changed.any() and (plain_labels[changed] != 0).all(), "only masked slots change"
+
+
+def test_masked_shares_reach_the_batches_and_cannot_exceed_one():
+    import pytest
+    from pydantic import ValidationError
+
+    from recengine.recipe import TrainSection
+    from recengine.tasks import TASKS
+
+    seqs = Sequences.from_lists([list(range(1, 12))] * 40, num_items=20)
+    batch = next(TASKS["cloze"](seqs, 10, TrainSection(batch_size=40, mask_prob=0.5, mask_keep_share=1.0), 0, "cpu").epoch(0))
+    assert ((batch.inputs == 21).sum(dim=1) == 1).all(), "train.mask_keep_share reaches ClozeBatches: only the last is [MASK]"
+    with pytest.raises(ValidationError, match="mask_random_share \\+ train.mask_keep_share is over 1"):
+        TrainSection(mask_random_share=0.6, mask_keep_share=0.5)
