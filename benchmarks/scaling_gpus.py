@@ -82,7 +82,6 @@ def main() -> None:
     parser.add_argument("--input-grads", choices=["all-reduce", "touched-rows"], default="all-reduce",
                         help="distributed.input_embedding_grads: how the input item table's gradient is averaged")
     parser.add_argument("--bucket-cap-mb", type=float, default=25)
-    parser.add_argument("--nccl-average", action="store_true", help="DDP comm hook: NCCL's ReduceOp.AVG instead of DDP's divide then sum")
     parser.add_argument("--no-bucket-view", action="store_true", help="DDP gradient_as_bucket_view=False (torch's default)")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--trace", type=Path, help="also profile 3 steps; rank 0 writes their Chrome trace here (.json.gz)")
@@ -100,7 +99,7 @@ def main() -> None:
     cfg = recipe.train
     objective = dist.wrap(Objective(model, build_loss(model, cfg, split.train.item_counts())),
                           bucket_cap_mb=args.bucket_cap_mb, gradient_as_bucket_view=not args.no_bucket_view,
-                          grad_compression=args.grad_compression, nccl_average=args.nccl_average,
+                          grad_compression=args.grad_compression,
                           **exchanged_table(model, args.input_grads, cfg.batch_size, cfg.batch_size_is, dist.world_size))
     step = TrainStep(model, adamw(model, cfg.lr, cfg.weight_decay, cfg.betas, device), recipe.precision.build(device=device),
                      recipe.compiler.build(), cfg, dist=dist, objective=objective)
@@ -127,7 +126,7 @@ def main() -> None:
         record = {"shape": args.shape, "strategy": args.strategy, "gpus": dist.world_size, "precision": args.precision, "compiler": args.compiler,
                   "batch_per_gpu": args.batch,
                   "grad_compression": args.grad_compression, "input_grads": args.input_grads, "items": args.items, "bucket_cap_mb": args.bucket_cap_mb,
-                  "gradient_as_bucket_view": not args.no_bucket_view, "nccl_average": args.nccl_average,
+                  "gradient_as_bucket_view": not args.no_bucket_view,
                   "global_batch": global_batch, "parameters": parameters,
                   "step_ms": step_s * 1000, "step_ms_mean": mean_s * 1000, "samples_per_s": global_batch / step_s, "peak_memory_mb_per_gpu": peak.item(),
                   # Whether torchrun's --numa-binding (NUMA= in scaling_gpus.sh) had anything to bind, and what rank 0 got.

@@ -137,8 +137,7 @@ class Distributed(Single):
         return self.sum_tensor(t.detach().float()) / self.world_size
 
     def wrap(self, objective: nn.Module, *, bucket_cap_mb: float = 25, gradient_as_bucket_view: bool = True,
-             grad_compression: str = "none", input_table: nn.Embedding | None = None, ids_per_rank: int = 0,
-             nccl_average: bool = False) -> nn.Module:
+             grad_compression: str = "none", input_table: nn.Embedding | None = None, ids_per_rank: int = 0) -> nn.Module:
         """DDP or FSDP2 around ``objective``; the keyword options are DDP's (FSDP2 ignores them).
 
         ``input_table`` (a trainable part of ``objective``): leave its gradient out of DDP and
@@ -168,8 +167,6 @@ class Distributed(Single):
 
                 hook = {"bf16": default_hooks.bf16_compress_hook, "fp16": default_hooks.fp16_compress_hook}
                 ddp.register_comm_hook(None, hook[grad_compression])
-            elif nccl_average and dist.get_backend() == "nccl":
-                ddp.register_comm_hook(None, nccl_average_hook)
             return ddp
         if input_table is not None:
             raise UserError('distributed.input_embedding_grads = "touched-rows" is a DDP option; FSDP2 shards the table '
@@ -244,14 +241,6 @@ class Distributed(Single):
     def close(self) -> None:
         if dist.is_initialized():
             dist.destroy_process_group()
-
-
-def nccl_average_hook(_, bucket):
-    """DDP comm hook: NCCL averages inside the all-reduce (ReduceOp.AVG), instead of DDP dividing
-    every gradient by the world size on the compute stream first (at 430M the input table's
-    divide alone is 0.43 ms, on the critical path before its all-reduce)."""
-    work = dist.all_reduce(bucket.buffer(), op=dist.ReduceOp.AVG, async_op=True)
-    return work.get_future().then(lambda fut: fut.value()[0])
 
 
 class TouchedRows:
