@@ -1,5 +1,6 @@
 import pytest
 import torch
+import torch.nn.functional as F
 
 from recengine.data.batching import ClozeBatches
 from recengine.data.split import leave_one_out
@@ -9,7 +10,7 @@ from recengine.training import TrainStep, adamw
 from recengine_plugins.bert4rec import bert4rec, bert4rec_130m
 from recengine_plugins.defaults import FP32
 from recengine_plugins.ilora import ILoRA, ILoRAOptions
-from recengine_plugins.lora import LoRA, LoRALinear, LoRAOptions
+from recengine_plugins.lora import LoRA, LoRALinear, LoRAOptions, frozen_base_low_rank, low_rank_backward_op, low_rank_op
 from recengine_plugins.synthetic import synthetic
 
 torch.set_num_threads(1)
@@ -170,4 +171,109 @@ def test_adapted_encode_traces_without_graph_breaks(adapter):
     step = torch.compile(lambda t: model.encode(t).sum(), backend="aot_eager")
     for seed in range(3):  # the gate attribute set per call must not trigger recompiles
         step(tokens(seed=seed)).backward()
+    assert counters["stats"]["unique_graphs"] == 1
+
+
+def low_rank_inputs():
+    torch.manual_seed(0)
+    weight, bias = torch.randn(24, 16), torch.randn(24)
+    x = torch.randn(4, 5, 16, requires_grad=True)
+    lora_a, lora_b = torch.randn(3, 16, requires_grad=True), torch.randn(24, 3, requires_grad=True)
+    return x, weight, bias, lora_a, lora_b
+
+
+@pytest.mark.parametrize("only_lora_a", [False, True])
+@pytest.mark.parametrize("autocast", [False, True])
+def test_frozen_base_low_rank_matches_plain_autograd(autocast, only_lora_a):
+    # The custom op's hand-written backward must give autograd's gradients of the plain formula,
+    # in each input's dtype (under autocast too: the casts happen outside the op), also when only
+    # some of x, A and B want one.
+    def plain(x, weight, bias, lora_a, lora_b, scale):
+        return F.linear(x, weight, bias) + scale * F.linear(F.linear(x, lora_a), lora_b)
+
+    x, weight, bias, lora_a, lora_b = low_rank_inputs()
+    if only_lora_a:
+        x.requires_grad_(False)
+        lora_b.requires_grad_(False)
+    inputs = [t for t in (x, lora_a, lora_b) if t.requires_grad]
+    results = []
+    for fn in (plain, frozen_base_low_rank):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            y = fn(x, weight, bias, lora_a, lora_b, 0.5)
+        results.append((y, torch.autograd.grad((y.float() * torch.linspace(-1, 1, 24)).sum(), inputs)))
+    (y_plain, grads_plain), (y_op, grads_op) = results
+    assert y_op.dtype == y_plain.dtype  # bf16 under autocast, as F.linear's
+    tolerance = {"atol": 0.1, "rtol": 0.02} if autocast else {}
+    torch.testing.assert_close(y_op, y_plain, **tolerance)
+    for got, expected, given in zip(grads_op, grads_plain, inputs):
+        assert got.dtype == given.dtype
+        torch.testing.assert_close(got, expected, **tolerance)
+
+
+def lora_loss_and_grads(model, t, encode=None):
+    model.zero_grad()
+    loss = ((encode or model.encode)(t) * torch.linspace(-1, 1, 16)).sum()
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def assert_same_loss_and_grads(got, expected):
+    (loss, grads), (expected_loss, expected_grads) = got, expected
+    torch.testing.assert_close(loss, expected_loss, atol=1e-4, rtol=1e-5)
+    assert grads.keys() == expected_grads.keys()
+    for name in grads:
+        torch.testing.assert_close(grads[name], expected_grads[name], atol=1e-3, rtol=1e-4)  # gradients of about 100: sums reassociated
+
+
+def plain_ops(monkeypatch):
+    """Switches the custom op off: every LoRA layer trains through autograd of its effective weight."""
+    monkeypatch.setattr("recengine_plugins.lora.trains_frozen_base", lambda layers: False)
+
+
+def test_training_path_gives_the_plain_paths_gradients(monkeypatch):
+    # In training the adapted layers (stacked q/k/v included) run the custom op; switched off, the
+    # plain ops. Same model, same batch: same loss and gradients.
+    model = LoRA(LoRAOptions(rank=4)).adapt(tiny()).train()
+    perturb_adapters(model)
+    calls = []
+    with monkeypatch.context() as counting:
+        counting.setattr("recengine_plugins.lora.low_rank_op", lambda *a: calls.append(1) or low_rank_op(*a))
+        got = lora_loss_and_grads(model, tokens())
+    assert len(calls) == 4  # stacked q/k/v, out, fc1, fc2 of the one block
+    plain_ops(monkeypatch)
+    assert_same_loss_and_grads(got, lora_loss_and_grads(model, tokens()))
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_low_rank_custom_ops_pass_opcheck(bias):
+    # Schema, fake (meta) kernels, autograd registration and dynamic-shape tracing of both ops.
+    x, weight, b, lora_a, lora_b = low_rank_inputs()
+    b = b if bias else None
+    torch.library.opcheck(low_rank_op, (x, weight, b, lora_a, lora_b, 0.5))
+    y, effective = low_rank_op(x, weight, b, lora_a, lora_b, 0.5)
+    saved = (x.detach(), effective.detach(), lora_a.detach(), lora_b.detach())  # what the forward saves for the backward
+    for needs in ([True, True, True], [False, True, True]):
+        torch.library.opcheck(low_rank_backward_op, (torch.randn_like(y), *saved, 0.5, needs))
+
+
+@pytest.mark.parametrize("backend", ["aot_eager", pytest.param("inductor", marks=pytest.mark.slow)])  # inductor: about 20 s on CPU
+def test_compiled_op_path_gives_eager_gradients_without_graph_breaks(backend, monkeypatch):
+    # Under torch.compile(dynamic=True): one graph with the custom ops opaque in it, and the loss and
+    # gradients of the plain ops run eagerly (an independent reference: a wrong op backward would
+    # match itself).
+    from torch._dynamo.utils import counters
+
+    model = LoRA(LoRAOptions(rank=4)).adapt(tiny()).train()
+    perturb_adapters(model)
+    batches = [tokens(batch=6), tokens(batch=5, seed=3)]  # a second batch size: the dynamic graph, no recompile
+    with monkeypatch.context() as plain:
+        plain_ops(plain)
+        expected = [lora_loss_and_grads(model, t) for t in batches]
+    explanation = torch._dynamo.explain(model.encode)(batches[0])
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    torch._dynamo.reset()
+    counters.clear()
+    compiled = torch.compile(model.encode, backend=backend, dynamic=True, fullgraph=True)
+    for t, eager in zip(batches, expected):
+        assert_same_loss_and_grads(lora_loss_and_grads(model, t, compiled), eager)
     assert counters["stats"]["unique_graphs"] == 1
