@@ -203,6 +203,13 @@ def test_frozen_base_low_rank_matches_plain_autograd(autocast, only_lora_a):
         results.append((y, torch.autograd.grad((y.float() * torch.linspace(-1, 1, 24)).sum(), inputs)))
     (y_plain, grads_plain), (y_op, grads_op) = results
     assert y_op.dtype == y_plain.dtype  # bf16 under autocast, as F.linear's
+    if autocast:  # the op computes in bf16, not in fp32 with its output cast afterwards
+        dtypes = []
+        with torch.autocast("cpu", dtype=torch.bfloat16), pytest.MonkeyPatch.context() as spy:
+            spy.setattr("recengine_plugins.lora.low_rank_op", lambda *a: dtypes.append({t.dtype for t in a[:5] if t is not None})
+                        or low_rank_op(*a))
+            frozen_base_low_rank(x, weight, bias, lora_a, lora_b, 0.5)
+        assert dtypes == [{torch.bfloat16}]
     tolerance = {"atol": 0.1, "rtol": 0.02} if autocast else {}
     torch.testing.assert_close(y_op, y_plain, **tolerance)
     for got, expected, given in zip(grads_op, grads_plain, inputs):
@@ -244,10 +251,12 @@ def test_training_path_gives_the_plain_paths_gradients(monkeypatch):
     assert_same_loss_and_grads(got, lora_loss_and_grads(model, tokens()))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("bias", [True, False])
-def test_low_rank_custom_ops_pass_opcheck(bias):
-    # Schema, fake (meta) kernels, autograd registration and dynamic-shape tracing of both ops.
-    x, weight, b, lora_a, lora_b = low_rank_inputs()
+def test_low_rank_custom_ops_pass_opcheck(bias, dtype):
+    # Schema, fake (meta) kernels, autograd registration and dynamic-shape tracing of both ops; in
+    # bf16 too, as they run under autocast (a fake kernel with a fixed dtype gave NaN gradients there).
+    x, weight, b, lora_a, lora_b = (t.detach().to(dtype).requires_grad_(t.requires_grad) for t in low_rank_inputs())
     b = b if bias else None
     torch.library.opcheck(low_rank_op, (x, weight, b, lora_a, lora_b, 0.5))
     y, effective = low_rank_op(x, weight, b, lora_a, lora_b, 0.5)
@@ -256,24 +265,35 @@ def test_low_rank_custom_ops_pass_opcheck(bias):
         torch.library.opcheck(low_rank_backward_op, (torch.randn_like(y), *saved, 0.5, needs))
 
 
+@pytest.mark.parametrize("autocast", [False, True])
 @pytest.mark.parametrize("backend", ["aot_eager", pytest.param("inductor", marks=pytest.mark.slow)])  # inductor: about 20 s on CPU
-def test_compiled_op_path_gives_eager_gradients_without_graph_breaks(backend, monkeypatch):
+def test_compiled_op_path_gives_eager_gradients_without_graph_breaks(backend, autocast, monkeypatch):
     # Under torch.compile(dynamic=True): one graph with the custom ops opaque in it, and the loss and
     # gradients of the plain ops run eagerly (an independent reference: a wrong op backward would
-    # match itself).
+    # match itself), in fp32 and under bf16 autocast (where the fake kernels' dtypes matter).
     from torch._dynamo.utils import counters
 
     model = LoRA(LoRAOptions(rank=4)).adapt(tiny()).train()
     perturb_adapters(model)
     batches = [tokens(batch=6), tokens(batch=5, seed=3)]  # a second batch size: the dynamic graph, no recompile
-    with monkeypatch.context() as plain:
+    cast = lambda: torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast)  # noqa: E731
+    with monkeypatch.context() as plain, cast():
         plain_ops(plain)
         expected = [lora_loss_and_grads(model, t) for t in batches]
-    explanation = torch._dynamo.explain(model.encode)(batches[0])
+    with cast():
+        explanation = torch._dynamo.explain(model.encode)(batches[0])
     assert explanation.graph_break_count == 0, explanation.break_reasons
+    assert "recengine.frozen_base_low_rank" in "".join(g.code for g in explanation.graphs)  # the op, not a fallback to plain ops
     torch._dynamo.reset()
     counters.clear()
     compiled = torch.compile(model.encode, backend=backend, dynamic=True, fullgraph=True)
     for t, eager in zip(batches, expected):
-        assert_same_loss_and_grads(lora_loss_and_grads(model, t, compiled), eager)
+        with cast():
+            got = lora_loss_and_grads(model, t, compiled)
+        if autocast:  # bf16 rounding differs between the op's products and the plain ops'
+            torch.testing.assert_close(got[0], eager[0], atol=1e-2, rtol=1e-3)
+            for name in got[1]:
+                torch.testing.assert_close(got[1][name], eager[1][name], atol=0.5, rtol=0.01)
+        else:
+            assert_same_loss_and_grads(got, eager)
     assert counters["stats"]["unique_graphs"] == 1
