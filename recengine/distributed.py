@@ -49,6 +49,7 @@ class Single:
 
     rank, world_size, is_main = 0, 1, True
     lockstep = False  # whether every rank must run the same number of forward passes
+    gathers_state = False  # whether reading the model's or optimizer's state is a collective (every rank takes part)
 
     def device(self, device: torch.device) -> torch.device:
         return device
@@ -109,6 +110,7 @@ class Distributed(Single):
         self.is_main = rank == 0
         # FSDP2 all-gathers parameters inside every forward, so ranks must run them in lockstep.
         self.lockstep = strategy == "fsdp2"
+        self.gathers_state = strategy == "fsdp2"  # DDP: each rank holds the whole state; rank 0 reads its own
 
     def seed_per_rank(self, seed: int) -> None:
         """Every rank starts from the same seed (identical initial weights); once the model is

@@ -190,6 +190,8 @@ def save_checkpoint(run: RunDir, model, adapter, optimizer, state: LoopState, ke
 
     model.safetensors holds the weights that validation scored: the average with ``train.ema_decay``
     (the raw weights, to resume from, then go to raw.safetensors)."""
+    if not (dist.is_main or dist.gathers_state):
+        return  # DDP: nothing below is a collective, and only rank 0 writes (its replica is every rank's)
     keys = adapter.trainable_state(model).keys()
     weights = average.checkpoint_weights(lambda: dist.model_state(model, keys))
     optim_tensors, optim_meta = checkpoint.state_dict_to_tensors(dist.optimizer_state(model, optimizer))

@@ -230,3 +230,40 @@ def test_the_fp16_loss_scale_is_checkpointed_and_restored(tmp_path, tiny_recipe)
     scaler = torch.amp.GradScaler("cpu", init_scale=1.0)  # a fresh run would start elsewhere
     resume_state(run, model, adapter, optimizer, scaler=scaler)
     assert scaler.get_scale() == saved["scale"]
+
+
+class RankSpy:
+    """A weight average that records when a checkpoint reads the model's state."""
+
+    def __init__(self):
+        self.reads = 0
+
+    def checkpoint_weights(self, model_state):
+        self.reads += 1
+        return {"model.safetensors": model_state()}
+
+
+@pytest.mark.parametrize("gathers_state", [False, True])
+def test_only_rank_0_writes_and_ddp_ranks_skip_reading_state(tmp_path, gathers_state):
+    # A non-main rank writes nothing. Under DDP (every rank holds the whole state) it also skips
+    # reading it: that read swaps in the weight average and copies the optimizer state for nothing.
+    # Under FSDP2 reading is a collective, so every rank must take part.
+    from recengine.distributed import Single
+    from recengine.training import LoopState, save_checkpoint
+    from recengine_plugins.defaults import NoAdapter
+
+    class OtherRank(Single):
+        is_main, rank, world_size = False, 1, 2
+
+    OtherRank.gathers_state = gathers_state
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(model.parameters())
+    model(torch.ones(1, 3)).sum().backward()
+    optimizer.step()
+    run, spy = RunDir(tmp_path / "run"), RankSpy()
+    run.checkpoints.mkdir(parents=True)
+    save_checkpoint(run, model, NoAdapter(), optimizer, LoopState(step=1), keep_last=2, best=True, dist=OtherRank(), average=spy)
+    assert spy.reads == (1 if gathers_state else 0)
+    assert list(run.checkpoints.iterdir()) == []
+    save_checkpoint(run, model, NoAdapter(), optimizer, LoopState(step=1), keep_last=2, best=True, average=spy)  # rank 0
+    assert checkpoint.read_pointer(run.checkpoints, "best") is not None
