@@ -46,6 +46,7 @@ from torch import nn
 
 from recengine.errors import UserError
 from recengine.hookspecs import hookimpl
+from recengine.model import compute_dtype
 
 Target = Literal["q", "k", "v", "out", "fc1", "fc2"]
 ALL_TARGETS: list[Target] = ["q", "k", "v", "out", "fc1", "fc2"]
@@ -146,13 +147,11 @@ low_rank_op.register_autograd(backward_low_rank_op, setup_context=setup_low_rank
 
 def frozen_base_low_rank(x, weight, bias, lora_a, lora_b, scale):
     """``x (W + scale B A)^T + b`` through the custom op, W and b frozen. Autocast does not reach
-    into a custom op, so under autocast the inputs are cast here, as F.linear casts them: autograd
-    sees these casts and returns each gradient in its input's own dtype."""
-    device = x.device.type
-    if torch.is_autocast_enabled(device):
-        dtype = torch.get_autocast_dtype(device)
-        x, weight, lora_a, lora_b = (t.to(dtype) for t in (x, weight, lora_a, lora_b))
-        bias = None if bias is None else bias.to(dtype)
+    into a custom op, so the inputs are cast here to the dtype F.linear would compute in (no-ops
+    outside autocast): autograd sees these casts and returns each gradient in its input's own dtype."""
+    dtype = compute_dtype(x)
+    x, weight, lora_a, lora_b = (t.to(dtype) for t in (x, weight, lora_a, lora_b))
+    bias = None if bias is None else bias.to(dtype)
     return low_rank_op(x, weight, bias, lora_a, lora_b, scale)[0]
 
 
